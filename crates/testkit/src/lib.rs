@@ -1,1 +1,6 @@
-//! bg-run-testkit
+//! Test support for bg-run adapters: the conformance suite every [`TaskQueue`] must pass, and
+//! fake servers that behave as the real trackers' and model providers' documentation says.
+//!
+//! [`TaskQueue`]: bg_run_core::TaskQueue
+
+pub mod conformance;
