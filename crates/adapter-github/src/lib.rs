@@ -1,0 +1,1 @@
+//! bg-run-github
