@@ -4,3 +4,5 @@
 //! [`TaskQueue`]: bg_run_core::TaskQueue
 
 pub mod conformance;
+pub mod fake_github;
+pub mod fake_model;

@@ -1,0 +1,1 @@
+//! A fake GitHub REST API server that follows the official documentation.

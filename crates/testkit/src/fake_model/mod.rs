@@ -1,0 +1,1 @@
+//! Fake model endpoints (Anthropic Messages API, OpenAI Responses API) for running the real agent CLIs offline.
