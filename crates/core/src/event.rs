@@ -11,18 +11,46 @@ use crate::task::TaskId;
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
-    Claimed { attempt: u32, title: String },
-    Started { attempt: u32 },
-    Progress { kind: String, message: String },
-    Completed { duration_ms: u64, summary: String, usage: Usage },
-    Failed { attempt: u32, kind: FailureKind, reason: String },
-    Retrying { attempt: u32, at: DateTime<Utc> },
-    GaveUp { attempts: u32, reason: String },
+    Claimed {
+        attempt: u32,
+        title: String,
+    },
+    Started {
+        attempt: u32,
+    },
+    Progress {
+        kind: String,
+        message: String,
+    },
+    Completed {
+        duration_ms: u64,
+        summary: String,
+        usage: Usage,
+    },
+    Failed {
+        attempt: u32,
+        kind: FailureKind,
+        reason: String,
+    },
+    Retrying {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    GaveUp {
+        attempts: u32,
+        reason: String,
+    },
     Released,
     /// A queue call failed; the worker backs off and keeps going.
-    QueueError { operation: String, error: String, retry_in_ms: u64 },
+    QueueError {
+        operation: String,
+        error: String,
+        retry_in_ms: u64,
+    },
     /// The agent refused to claim, and why (budget spent, ...).
-    Paused { reason: String },
+    Paused {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -23,8 +23,21 @@ pub const SECRET_ENV_VARS: &[&str] = &[
 const MASK: &str = "[REDACTED]";
 
 /// Prefixes of token formats published by their vendors.
-const TOKEN_PREFIXES: &[&str] =
-    &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-ant-", "sk-proj-", "sk-", "lin_api_", "xoxb-", "xoxp-", "AIza"];
+const TOKEN_PREFIXES: &[&str] = &[
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "sk-ant-",
+    "sk-proj-",
+    "sk-",
+    "lin_api_",
+    "xoxb-",
+    "xoxp-",
+    "AIza",
+];
 
 /// Values shorter than this are not treated as secrets: masking "1" everywhere helps nobody.
 const MIN_SECRET_LEN: usize = 8;

@@ -99,7 +99,7 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return fail("poll_interval must be longer than 0s");
         }
-        if self.daily_budget_usd.is_some_and(|b| !(b > 0.0)) {
+        if self.daily_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
             return fail("daily_budget_usd must be a positive number");
         }
         Ok(())
@@ -218,16 +218,7 @@ impl Worker {
         events: EventBus,
     ) -> Self {
         let claimant = config.claimant();
-        Worker {
-            shared: Arc::new(Shared {
-                queue,
-                dispatcher,
-                config,
-                claimant,
-                events,
-                spend: Default::default(),
-            }),
-        }
+        Worker { shared: Arc::new(Shared { queue, dispatcher, config, claimant, events, spend: Default::default() }) }
     }
 
     pub fn events(&self) -> &EventBus {
@@ -382,7 +373,11 @@ impl Shared {
         let agent = &self.config.agent;
         let id = &claim.task.id;
         let max_attempts = self.max_attempts_for(&claim);
-        self.events.emit(agent, Some(id), EventKind::Claimed { attempt: claim.attempt, title: claim.task.title.clone() });
+        self.events.emit(
+            agent,
+            Some(id),
+            EventKind::Claimed { attempt: claim.attempt, title: claim.task.title.clone() },
+        );
 
         if claim.attempt > max_attempts {
             // The previous attempt's worker vanished (its lease expired); that attempt counted.
@@ -404,7 +399,9 @@ impl Shared {
             let events = self.events.clone();
             let agent = agent.clone();
             let id = id.clone();
-            ProgressSink::new(move |p| events.emit(&agent, Some(&id), EventKind::Progress { kind: p.kind, message: p.message }))
+            ProgressSink::new(move |p| {
+                events.emit(&agent, Some(&id), EventKind::Progress { kind: p.kind, message: p.message })
+            })
         };
         let ctx = DispatchContext {
             workdir: self.config.workdir.clone(),
@@ -444,7 +441,11 @@ impl Shared {
             Some(FailureKind::Cancelled) if stop.is_cancelled() => {
                 let released = self.with_retries("release", || self.queue.release(&claim)).await;
                 self.events.emit(agent, Some(id), EventKind::Released);
-                if released { TaskEnd::Released } else { TaskEnd::Lost }
+                if released {
+                    TaskEnd::Released
+                } else {
+                    TaskEnd::Lost
+                }
             }
             Some(_) => self.report_failure(&claim, outcome, max_attempts).await,
         }
@@ -543,9 +544,9 @@ impl Shared {
                     return false;
                 }
                 Err(error) if n < TRIES && (error.is_retryable() || matches!(error, Error::Backend { .. })) => {
-                    let delay = error
-                        .retry_after()
-                        .unwrap_or_else(|| backoff::exponential(Duration::from_millis(200), Duration::from_secs(30), n));
+                    let delay = error.retry_after().unwrap_or_else(|| {
+                        backoff::exponential(Duration::from_millis(200), Duration::from_secs(30), n)
+                    });
                     self.queue_error(operation, &error, delay);
                     tokio::time::sleep(delay).await;
                 }
