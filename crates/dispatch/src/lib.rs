@@ -1,1 +1,24 @@
-//! bg-run-dispatch
+//! bg-run-dispatch: runs agent CLIs as supervised subprocesses.
+//!
+//! [`CommandDispatcher`] runs any command on a task. The pieces it is built from are public so
+//! agent presets can reuse them:
+//!
+//! - [`process`]: spawn and supervise one process (own process group, timeout, cancellation,
+//!   `SIGTERM` → grace → `SIGKILL`, no orphans, capped capture).
+//! - [`env`]: the agent's clean environment ([`EnvPolicy`]).
+//! - [`prompt`]: placeholders, the default prompt, and sanitising untrusted task text.
+//! - [`capture`]: capped tail buffers and line streaming.
+//!
+//! This crate depends on `bg-run-core` only and knows no tracker.
+
+pub mod capture;
+pub mod command;
+pub mod env;
+pub mod process;
+pub mod prompt;
+pub mod signal;
+
+pub use command::{CommandDispatcher, CommandSpec};
+pub use env::{EnvPolicy, ResolvedEnv};
+pub use process::{run_process, ProcessError, ProcessResult, ProcessSpec};
+pub use prompt::{render_prompt, sanitize, Placeholder, TaskVars, Template};
