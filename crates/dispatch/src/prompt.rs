@@ -150,7 +150,7 @@ impl Template {
 
     /// Whether `placeholder` appears.
     pub fn uses(&self, placeholder: Placeholder) -> bool {
-        self.parts.iter().any(|p| *p == Part::Var(placeholder))
+        self.parts.contains(&Part::Var(placeholder))
     }
 
     /// The text itself when it has no placeholders.
