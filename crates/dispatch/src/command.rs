@@ -178,6 +178,9 @@ impl CommandDispatcher {
     }
 
     async fn run(&self, task: &Task, ctx: &DispatchContext) -> Outcome {
+        if ctx.cancel.is_cancelled() {
+            return Outcome::failure(FailureKind::Cancelled, "cancelled before the agent started");
+        }
         let summary_dir = if self.summary_file {
             match tempfile::Builder::new().prefix("bg-run-").tempdir() {
                 Ok(dir) => Some(dir),

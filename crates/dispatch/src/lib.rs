@@ -5,7 +5,7 @@
 //!
 //! - [`process`]: spawn and supervise one process (own process group, timeout, cancellation,
 //!   `SIGTERM` → grace → `SIGKILL`, no orphans, capped capture).
-//! - [`env`]: the agent's clean environment ([`EnvPolicy`]).
+//! - [`env`](mod@env): the agent's clean environment ([`EnvPolicy`]).
 //! - [`prompt`]: placeholders, the default prompt, and sanitising untrusted task text.
 //! - [`capture`]: capped tail buffers and line streaming.
 //!

@@ -262,7 +262,9 @@ impl From<ProcessError> for Outcome {
 }
 
 /// `name` when it contains a `/`; otherwise the first executable file called `name` in the
-/// directories of `path` (empty entries, which would mean the current directory, are skipped).
+/// directories of `path`. Entries that are not absolute (including empty ones, which mean the
+/// current directory) are skipped: they would be looked up here but exec'd relative to the
+/// agent's working directory, which is the task's checkout.
 pub fn find_program(name: &Path, path: Option<&str>) -> Option<PathBuf> {
     if name.as_os_str().is_empty() {
         return None;
@@ -272,7 +274,7 @@ pub fn find_program(name: &Path, path: Option<&str>) -> Option<PathBuf> {
     }
     path?
         .split(':')
-        .filter(|dir| !dir.is_empty())
+        .filter(|dir| dir.starts_with('/'))
         .map(|dir| Path::new(dir).join(name))
         .find(|candidate| is_executable(candidate))
 }
@@ -417,6 +419,8 @@ async fn supervise(
         }
     };
     let stop = tokio::select! {
+        // An agent that has already exited is not "timed out" just because the timer is also due.
+        biased;
         status = child.wait() => return Ok((status?, None, false)),
         _ = timer => Stop::Timeout(ctx.timeout),
         _ = ctx.cancel.cancelled() => Stop::Cancelled,
@@ -454,5 +458,34 @@ fn spawn_error(
         Some(libc::E2BIG) => ProcessError::ArgumentsTooLong { bytes: spec.args.iter().map(String::len).sum() },
         _ if err.kind() == io::ErrorKind::InvalidInput => ProcessError::NulByte,
         _ => ProcessError::Io { program: program.to_owned(), source: err },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_program_searches_only_absolute_path_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let not_exec = dir.path().join("data");
+        std::fs::write(&not_exec, "").unwrap();
+
+        let path = format!("relative/dir::{}", dir.path().display());
+        assert_eq!(find_program(Path::new("agent"), Some(&path)), Some(agent.clone()));
+        assert_eq!(find_program(Path::new("data"), Some(&path)), None, "not executable");
+        assert_eq!(find_program(Path::new("agent"), Some("relative/dir:")), None);
+        assert_eq!(find_program(Path::new("agent"), None), None);
+        assert_eq!(find_program(Path::new("./x/agent"), None), Some(PathBuf::from("./x/agent")));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(short_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(short_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(short_duration(Duration::from_secs(3700)), "1h 1m 40s");
     }
 }

@@ -79,6 +79,19 @@ async fn cancellation_stops_the_run() {
 }
 
 #[tokio::test]
+async fn an_already_cancelled_run_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let s = spec("touch", &[marker.to_str().unwrap()]);
+    let c = ctx(dir.path(), Duration::from_secs(60));
+    c.cancel.cancel();
+    let out = CommandDispatcher::new(s).unwrap().dispatch(&Task::new("1", "t"), c).await;
+    assert_eq!(out.failure, Some(FailureKind::Cancelled));
+    assert_eq!(out.summary, "cancelled before the agent started");
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
 async fn background_processes_left_by_a_finished_agent_are_killed_and_do_not_hold_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("grandchild.pid");
