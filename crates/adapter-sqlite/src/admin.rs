@@ -1,0 +1,275 @@
+//! What the CLI does to tasks besides running them: add, list, show, close, retry, cancel.
+
+use std::collections::HashMap;
+
+use bg_run_core::{Error, NewTask, Result, TaskId};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db::Db;
+use crate::error::Context;
+use crate::queue::{record_attempt, SqliteQueue};
+use crate::record::{
+    self, labels_json, now_ms, parse_id, to_ms, AttemptOutcome, TaskRecord, ATTEMPT_COLUMNS, RECORD_COLUMNS,
+};
+use crate::status::Status;
+
+const INSERT: &str = "INSERT INTO tasks \
+     (queue, title, body, labels, priority, max_attempts, unique_key, created_at, updated_at, run_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
+     ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+     RETURNING id";
+
+fn check_new(task: &NewTask) -> Result<()> {
+    task.validate()?;
+    if task.queue.as_deref().is_some_and(|q| q.trim().is_empty()) {
+        return Err(Error::config("a task's queue name must not be empty"));
+    }
+    if task.labels.iter().any(|l| l.trim().is_empty()) {
+        return Err(Error::config("a task's labels must not be empty"));
+    }
+    if task.unique_key.as_deref().is_some_and(|k| k.is_empty()) {
+        return Err(Error::config("a task's unique key must not be empty"));
+    }
+    Ok(())
+}
+
+fn insert(db: &Db, tx: &Connection, task: &NewTask, now: i64) -> Result<TaskId> {
+    let queue = task.queue.as_deref().map(str::trim).unwrap_or(&db.queue);
+    let run_at = task.run_at.map(to_ms).unwrap_or(now);
+    let labels = labels_json(&task.labels);
+    let mut stmt = tx.prepare_cached(INSERT).ctx("adding a task")?;
+    let params = rusqlite::params![
+        queue,
+        task.title,
+        task.body,
+        labels,
+        task.priority,
+        task.max_attempts,
+        task.unique_key,
+        now,
+        run_at
+    ];
+    let id = match stmt.query_row(params, |row| row.get::<_, i64>(0)).optional().ctx("adding a task")? {
+        Some(id) => id,
+        // The unique key is already taken: enqueueing is idempotent, so answer the first task.
+        None => tx
+            .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND unique_key = ?2")
+            .and_then(|mut s| s.query_row(rusqlite::params![queue, task.unique_key], |row| row.get::<_, i64>(0)))
+            .ctx("adding a task")?,
+    };
+    Ok(TaskId(id.to_string()))
+}
+
+fn history(conn: &Connection, status: Option<Status>) -> Result<HashMap<i64, Vec<record::AttemptRecord>>> {
+    let sql = match status {
+        None => format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY task_id, id"),
+        Some(_) => format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE status = ?1) \
+             ORDER BY task_id, id"
+        ),
+    };
+    let mut stmt = conn.prepare_cached(&sql).ctx("reading task history")?;
+    let rows = match status {
+        None => stmt.query_map([], record::attempt_record),
+        Some(status) => stmt.query_map([status], record::attempt_record),
+    }
+    .ctx("reading task history")?;
+    let mut by_task: HashMap<i64, Vec<record::AttemptRecord>> = HashMap::new();
+    for row in rows {
+        let (task_id, attempt) = row.ctx("reading task history")?;
+        by_task.entry(task_id).or_default().push(attempt);
+    }
+    Ok(by_task)
+}
+
+fn get_sync(conn: &Connection, id: i64) -> Result<TaskRecord> {
+    let mut task = conn
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], record::task_record).optional())
+        .ctx("reading a task")?
+        .ok_or_else(|| Error::not_found(format!("task {id}")))?;
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1 ORDER BY id"))
+        .ctx("reading task history")?;
+    let rows = stmt.query_map([id], record::attempt_record).ctx("reading task history")?;
+    for row in rows {
+        task.history.push(row.ctx("reading task history")?.1);
+    }
+    Ok(task)
+}
+
+/// A human's change to one task: looks at the current status inside a write transaction, lets
+/// `change` decide (returning the UPDATE to run, or an error), and answers the updated record.
+fn change_status(
+    conn: &mut Connection,
+    id: i64,
+    doing: &'static str,
+    change: impl FnOnce(Status, &rusqlite::Transaction<'_>, i64) -> Result<()>,
+) -> Result<TaskRecord> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(doing)?;
+    let status: Status = tx
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |row| row.get(0))
+        .optional()
+        .ctx(doing)?
+        .ok_or_else(|| Error::not_found(format!("task {id}")))?;
+    change(status, &tx, now_ms())?;
+    let task = get_sync(&tx, id)?;
+    tx.commit().ctx(doing)?;
+    Ok(task)
+}
+
+impl SqliteQueue {
+    /// Adds many tasks in one transaction; answers their ids in the same order. A task whose
+    /// unique key already exists answers the existing id. Nothing is added if any task is invalid.
+    pub async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+        for task in &tasks {
+            check_new(task)?;
+        }
+        self.db
+            .call(move |db, conn| {
+                let now = now_ms();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("adding tasks")?;
+                let ids = tasks.iter().map(|task| insert(db, &tx, task, now)).collect::<Result<Vec<_>>>()?;
+                tx.commit().ctx("adding tasks")?;
+                Ok(ids)
+            })
+            .await
+    }
+
+    /// Every task in the file (all queues), oldest first, optionally only those in `status`.
+    pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
+        self.db
+            .call(move |_, conn| {
+                // One read transaction, so the history matches the tasks.
+                let tx = conn.transaction().ctx("listing tasks")?;
+                let sql = match status {
+                    None => format!("SELECT {RECORD_COLUMNS} FROM tasks ORDER BY id"),
+                    Some(_) => format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE status = ?1 ORDER BY id"),
+                };
+                let mut tasks = {
+                    let mut stmt = tx.prepare_cached(&sql).ctx("listing tasks")?;
+                    let rows = match status {
+                        None => stmt.query_map([], record::task_record),
+                        Some(status) => stmt.query_map([status], record::task_record),
+                    }
+                    .ctx("listing tasks")?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>().ctx("listing tasks")?
+                };
+                let mut history = history(&tx, status)?;
+                for task in &mut tasks {
+                    task.history = history.remove(&task.id).unwrap_or_default();
+                }
+                tx.commit().ctx("listing tasks")?;
+                Ok(tasks)
+            })
+            .await
+    }
+
+    /// One task with its history. `Error::NotFound` ("task 42 not found") when there is none.
+    pub async fn get(&self, id: &str) -> Result<TaskRecord> {
+        let id = parse_id(id)?;
+        self.db
+            .call(move |_, conn| {
+                let tx = conn.transaction().ctx("reading a task")?;
+                let task = get_sync(&tx, id)?;
+                tx.commit().ctx("reading a task")?;
+                Ok(task)
+            })
+            .await
+    }
+
+    /// Closes a task that is not running (a human is done with it).
+    pub async fn close(&self, id: &str) -> Result<TaskRecord> {
+        let id = parse_id(id)?;
+        self.db
+            .call(move |_, conn| {
+                change_status(conn, id, "closing a task", |status, tx, now| {
+                    if status == Status::Running {
+                        return Err(Error::conflict(format!(
+                            "task {id} is running; cancel it first with `bg-run cancel {id}`, or wait until it finishes"
+                        )));
+                    }
+                    tx.execute(
+                        "UPDATE tasks SET status = 'closed', lease_token = NULL, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?1",
+                        [id, now],
+                    )
+                    .ctx("closing a task")?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Makes a finished, failed, closed or cancelled task (or one waiting for a retry) eligible
+    /// now, with its attempt count reset. Its history is kept.
+    pub async fn retry(&self, id: &str) -> Result<TaskRecord> {
+        let id = parse_id(id)?;
+        self.db
+            .call(move |_, conn| {
+                change_status(conn, id, "retrying a task", |status, tx, now| {
+                    if status == Status::Running {
+                        return Err(Error::conflict(format!(
+                            "task {id} is running; cancel it first with `bg-run cancel {id}`, or wait until it finishes"
+                        )));
+                    }
+                    tx.execute(
+                        "UPDATE tasks SET status = 'pending', attempts = 0, run_at = ?2, claimed_by = NULL, \
+                         lease_token = NULL, lease_until = NULL, updated_at = ?2 WHERE id = ?1",
+                        [id, now],
+                    )
+                    .ctx("retrying a task")?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Cancels a pending or running task. A running task's worker learns of it at its next
+    /// heartbeat (which then fails with a conflict) and stops the agent.
+    pub async fn cancel(&self, id: &str) -> Result<TaskRecord> {
+        let id = parse_id(id)?;
+        self.db
+            .call(move |_, conn| {
+                change_status(conn, id, "cancelling a task", |status, tx, now| {
+                    match status {
+                        Status::Cancelled => return Ok(()),
+                        Status::Pending => {}
+                        Status::Running => {
+                            let (number, started, worker): (u32, Option<i64>, Option<String>) = tx
+                                .query_row(
+                                    "SELECT attempts, claimed_at, claimed_by FROM tasks WHERE id = ?1",
+                                    [id],
+                                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                                )
+                                .ctx("cancelling a task")?;
+                            record_attempt(
+                                tx,
+                                id,
+                                number,
+                                started,
+                                now,
+                                AttemptOutcome::Cancelled,
+                                Some("cancelled by a human while the agent ran"),
+                                worker.as_deref(),
+                            )
+                            .ctx("cancelling a task")?;
+                        }
+                        other => {
+                            return Err(Error::conflict(format!(
+                                "task {id} is {other}; only pending or running tasks can be cancelled (close it with `bg-run close {id}`)"
+                            )))
+                        }
+                    }
+                    tx.execute(
+                        "UPDATE tasks SET status = 'cancelled', lease_token = NULL, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?1",
+                        [id, now],
+                    )
+                    .ctx("cancelling a task")?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
