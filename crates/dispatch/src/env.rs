@@ -6,6 +6,7 @@
 //! explicitly allows or sets.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use bg_run_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ pub const TASK_VARS: &[&str] = &["BG_RUN_TASK_ID", "BG_RUN_TASK_URL", "BG_RUN_AT
 ///
 /// Tracker tokens (`GITHUB_TOKEN`, `GH_TOKEN`, `LINEAR_API_KEY`, `TODOIST_API_TOKEN`) and
 /// `DATABASE_URL` reach the agent only when named in `allow`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvPolicy {
     /// More variables to pass through from the parent: exact names, or `PREFIX_*` for every name
@@ -124,8 +125,19 @@ impl EnvPolicy {
     }
 }
 
+// Debug shows names only: values include API keys, and specs and dispatchers get logged.
+impl fmt::Debug for EnvPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvPolicy")
+            .field("allow", &self.allow)
+            .field("set", &self.set.keys().collect::<Vec<_>>())
+            .field("parent", &self.parent.as_ref().map(|p| format!("{} variables", p.len())))
+            .finish()
+    }
+}
+
 /// A complete environment for a child process, sorted by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ResolvedEnv {
     vars: Vec<(String, String)>,
 }
@@ -161,6 +173,12 @@ impl ResolvedEnv {
 
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
+    }
+}
+
+impl fmt::Debug for ResolvedEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.vars.iter().map(|(k, _)| k)).finish()
     }
 }
 
@@ -211,6 +229,9 @@ mod tests {
         assert_eq!(names, ["EXTRA", "HOME", "LC_ALL", "MY_APP_MODE", "OPENAI_API_KEY", "PATH"]);
         assert_eq!(env.get("HOME"), Some("/override"));
         assert_eq!(env.get("GITHUB_TOKEN"), None);
+        let shown = format!("{env:?} {policy:?}");
+        assert!(!shown.contains("sk-test") && !shown.contains("ghp_") && !shown.contains("/override"), "{shown}");
+        assert!(shown.contains("OPENAI_API_KEY"), "{shown}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`env`](mod@env): the agent's clean environment ([`EnvPolicy`]).
 //! - [`prompt`]: placeholders, the default prompt, and sanitising untrusted task text.
 //! - [`capture`]: capped tail buffers and line streaming.
+//! - [`signal`]: signalling a whole process group (the crate's only `unsafe`).
 //!
 //! This crate depends on `bg-run-core` only and knows no tracker.
 
