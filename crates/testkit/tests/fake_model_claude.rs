@@ -152,6 +152,44 @@ async fn allowed_write_tool_creates_the_file() {
 }
 
 #[tokio::test]
+async fn accept_edits_mode_permits_write_with_a_relative_path() {
+    let Some(claude) = Claude::start().await else {
+        return;
+    };
+    claude.model.push(Turn::tool_call("Write", json!({"file_path": "notes/relative.txt", "content": "relative"})));
+    claude.model.push(Turn::text("Wrote it"));
+
+    let run = claude.run(&["--permission-mode", "acceptEdits"], &[], "write notes/relative.txt").await;
+
+    assert_eq!(run.exit_code, Some(0), "{run}");
+    assert_eq!(std::fs::read_to_string(claude.ws().join("notes/relative.txt")).ok().as_deref(), Some("relative"));
+    let result = run.last_event("result");
+    assert_eq!(result["is_error"], false, "{run}");
+    assert_eq!(result["permission_denials"], json!([]));
+}
+
+#[tokio::test]
+async fn max_turns_ends_the_run_as_an_error() {
+    let Some(claude) = Claude::start().await else {
+        return;
+    };
+    claude.model.push(Turn::tool_call("Bash", json!({"command": "echo one >> turns.txt"})).times(3));
+
+    let run = claude.run(&["--max-turns", "1", "--allowedTools", "Bash"], &[], "loop").await;
+
+    assert_eq!(run.exit_code, Some(1), "{run}");
+    let result = run.last_event("result");
+    assert_eq!(result["is_error"], true, "{run}");
+    assert_eq!(result["subtype"], "error_max_turns");
+    assert_eq!(result["terminal_reason"], "max_turns");
+    assert_eq!(result["errors"], json!(["Reached maximum number of turns (1)"]));
+    assert!(result.get("result").is_none(), "no final message: {result}");
+    // The one allowed turn's tool call did run.
+    assert_eq!(std::fs::read_to_string(claude.ws().join("turns.txt")).ok().as_deref(), Some("one\n"));
+    assert_eq!(claude.model.model_requests().len(), 1);
+}
+
+#[tokio::test]
 async fn tool_without_permission_is_denied_and_reported() {
     let Some(claude) = Claude::start().await else {
         return;

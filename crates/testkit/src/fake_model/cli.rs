@@ -63,11 +63,14 @@ impl FakeModel {
         env
     }
 
-    /// Environment for `codex` against this server: `HOME` and `CODEX_HOME` inside `home`, and
+    /// Environment for `codex` against this server: `HOME` inside `home` and `CODEX_HOME` at
+    /// `home/.codex` (created here, since Codex refuses a `CODEX_HOME` that does not exist), and
     /// the key that [`codex_config_args`](Self::codex_config_args) names as `env_key`.
     pub fn codex_env(&self, home: &Path) -> Vec<(String, String)> {
+        let codex_home = home.join(".codex");
+        std::fs::create_dir_all(&codex_home).expect("create CODEX_HOME");
         let mut env = base_env(home);
-        env.push(("CODEX_HOME".to_owned(), home.join(".codex").to_string_lossy().into_owned()));
+        env.push(("CODEX_HOME".to_owned(), codex_home.to_string_lossy().into_owned()));
         env.push(("OPENAI_API_KEY".to_owned(), FAKE_API_KEY.to_owned()));
         env
     }
