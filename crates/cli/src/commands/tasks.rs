@@ -1,0 +1,198 @@
+//! `bg-run add | tasks | show | close | retry | cancel`: a human managing the embedded queue.
+
+use std::io::Read;
+use std::path::Path;
+
+use bg_run_core::NewTask;
+use serde_json::Value;
+
+use crate::args::{AddArgs, IdArgs, TasksArgs};
+use crate::config;
+use crate::error::CliError;
+use crate::store::Store;
+
+pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    let (file, _) = config::load(config_path)?;
+    let body = match (&args.body, &args.body_file) {
+        (Some(body), _) => body.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut body = String::new();
+            std::io::stdin()
+                .read_to_string(&mut body)
+                .map_err(|e| CliError::config(format!("cannot read the body from stdin: {e}")))?;
+            body
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::config(format!("cannot read --body-file {}: {e}", path.display())))?,
+        (None, None) => String::new(),
+    };
+    if args.labels.iter().any(|l| l.trim().is_empty()) {
+        return Err(CliError::config("--label cannot be empty"));
+    }
+    let task = NewTask {
+        title: args.title.trim().to_owned(),
+        body,
+        labels: args.labels.clone(),
+        queue: args.store.opts.queue_name.clone().or_else(|| file.sqlite.queue_name.clone()),
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        run_at: args.delay.map(|d| chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
+        unique_key: args.unique_key.clone(),
+    };
+    task.validate()?;
+    let store = Store::open(&args.store, &file, true).await?;
+    let id = store.enqueue(task).await?;
+    if args.json {
+        print_json(&store.get(id.as_str()).await?);
+    } else {
+        println!("added task {id}: {}", args.title.trim());
+    }
+    Ok(0)
+}
+
+pub async fn list(args: TasksArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    let (file, _) = config::load(config_path)?;
+    let store = Store::open(&args.store, &file, false).await?;
+    let tasks = store.list(args.status.as_deref()).await?;
+    if args.json {
+        print_json(&Value::Array(tasks));
+        return Ok(0);
+    }
+    if tasks.is_empty() {
+        println!("no tasks{}", args.status.map(|s| format!(" with status {s}")).unwrap_or_default());
+        return Ok(0);
+    }
+    println!("{:>6}  {:<9}  {:>8}  TITLE", "ID", "STATUS", "ATTEMPTS");
+    for task in &tasks {
+        let attempts = match task["max_attempts"].as_u64() {
+            Some(max) => format!("{}/{max}", field(task, "attempts")),
+            None => field(task, "attempts"),
+        };
+        println!(
+            "{:>6}  {:<9}  {:>8}  {}",
+            field(task, "id"),
+            field(task, "status"),
+            attempts,
+            one_line(&field(task, "title"), 70)
+        );
+    }
+    Ok(0)
+}
+
+pub async fn show(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    let (file, _) = config::load(config_path)?;
+    let store = Store::open(&args.store, &file, false).await?;
+    let task = store.get(&args.id).await?;
+    if args.json {
+        print_json(&task);
+    } else {
+        print_task(&task);
+    }
+    Ok(0)
+}
+
+pub async fn close(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    change(args, config_path, "closed", |store, id| Box::pin(store.close(id))).await
+}
+
+pub async fn retry(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    change(args, config_path, "queued again", |store, id| Box::pin(store.retry(id))).await
+}
+
+pub async fn cancel(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
+    change(args, config_path, "cancelled", |store, id| Box::pin(store.cancel(id))).await
+}
+
+type Change<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, CliError>> + Send + 'a>>;
+
+async fn change(
+    args: IdArgs,
+    config_path: Option<&Path>,
+    done: &str,
+    op: for<'a> fn(&'a Store, &'a str) -> Change<'a>,
+) -> Result<i32, CliError> {
+    let (file, _) = config::load(config_path)?;
+    let store = Store::open(&args.store, &file, false).await?;
+    let task = op(&store, &args.id).await?;
+    if args.json {
+        print_json(&task);
+    } else {
+        println!("task {} {done}: {}", field(&task, "id"), field(&task, "title"));
+    }
+    Ok(0)
+}
+
+fn print_task(task: &Value) {
+    println!("task {}: {}", field(task, "id"), field(task, "title"));
+    for key in [
+        "status",
+        "queue",
+        "labels",
+        "priority",
+        "attempts",
+        "max_attempts",
+        "created_at",
+        "updated_at",
+        "run_at",
+        "claimed_by",
+        "lease_until",
+        "duration_ms",
+        "cost_usd",
+        "turns",
+        "session_id",
+    ] {
+        let value = &task[key];
+        let empty = value.is_null() || value.as_array().is_some_and(|a| a.is_empty()) || value.as_str() == Some("");
+        if !empty {
+            println!("  {key:<13} {}", render(value));
+        }
+    }
+    for (key, title) in [("body", "body"), ("summary", "summary"), ("last_error", "last error")] {
+        if let Some(text) = task[key].as_str().filter(|t| !t.trim().is_empty()) {
+            println!("\n{title}:");
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    if let Some(history) = task["history"].as_array().filter(|h| !h.is_empty()) {
+        println!("\nhistory:");
+        for entry in history {
+            let parts: Vec<String> = entry
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| format!("{k}={}", one_line(&render(v), 120)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("  - {}", parts.join("  "));
+        }
+    }
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(render).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn field(task: &Value, key: &str) -> String {
+    render(&task[key])
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max_chars {
+        format!("{}…", line.chars().take(max_chars - 1).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
