@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const MODEL: &str = "claude-sonnet-4-5";
+/// A current model: an id near retirement draws a stderr warning, and a retired one may be remapped.
+const MODEL: &str = "claude-sonnet-5-5";
 
 struct Claude {
     bin: std::path::PathBuf,
@@ -346,7 +347,8 @@ async fn hanging_model_keeps_the_cli_waiting_until_killed() {
         "--verbose",
         "anything",
     ]);
-    let run = run_cli(cmd, Duration::from_secs(5)).await;
+    // Long enough for the CLI to start and send its request on a loaded machine.
+    let run = run_cli(cmd, Duration::from_secs(8)).await;
 
     assert!(run.timed_out, "{run}");
     assert_eq!(run.exit_code, None);

@@ -290,7 +290,8 @@ async fn hanging_model_keeps_the_cli_waiting_until_killed() {
         .args(["exec", "--json", "--skip-git-repo-check", "-m", MODEL])
         .args(codex.model.codex_config_args(""))
         .args(["--", "anything"]);
-    let run = run_cli(cmd, Duration::from_secs(5)).await;
+    // Long enough for the CLI to start and send its request on a loaded machine.
+    let run = run_cli(cmd, Duration::from_secs(8)).await;
 
     assert!(run.timed_out, "{run}");
     assert_eq!(run.exit_code, None);
