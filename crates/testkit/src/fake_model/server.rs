@@ -174,6 +174,7 @@ impl FakeModel {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The bound address (127.0.0.1 and the port the OS chose).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
