@@ -90,6 +90,11 @@ pub(crate) fn verdict(
         return Verdict::Eligible { attempts: 0 };
     };
     let marker = &latest.marker;
+    if marker.state != MarkState::Working && issue.has_label(working_label) && now - marker.at < stale_after {
+        // The report is posted but its worker has not yet taken `agent-working` off: it is still
+        // finishing. (If it died there, the claim goes stale like any other.)
+        return Verdict::Held;
+    }
     match marker.state {
         MarkState::Working if now - marker.at < stale_after => Verdict::Held,
         // The claimant stopped refreshing its claim: it died, and its attempt counts.
@@ -167,6 +172,17 @@ mod tests {
             verdict(&fresh, &one(at(MarkState::Done, 1, 5)), "agent-working", stale, now),
             Verdict::Eligible { attempts: 0 }
         );
+    }
+
+    #[test]
+    fn a_report_in_progress_holds_until_its_label_is_gone() {
+        let now = Utc::now();
+        let stale = Duration::from_secs(60);
+        let history = History::read(&[comment(1, "bot", &Marker::new(MarkState::Done, 1, now))], "bot");
+        let finishing = issue(&["agent", "agent-working"], now);
+        assert_eq!(verdict(&finishing, &history, "agent-working", stale, now), Verdict::Held);
+        let later = now + chrono::Duration::seconds(61);
+        assert_eq!(verdict(&finishing, &history, "agent-working", stale, later), Verdict::Eligible { attempts: 0 });
     }
 
     #[test]

@@ -244,9 +244,6 @@ impl TaskQueue for GithubQueue {
         let before = history.entries.last().map(|e| e.comment_id).unwrap_or(0);
         let attempt = attempts + 1;
 
-        if !issue.has_label(working) {
-            core.add_label(number, working).await?;
-        }
         let mut claim = Claim {
             task: core.task(&issue, attempts, &history, &comments),
             attempt,
@@ -254,9 +251,15 @@ impl TaskQueue for GithubQueue {
             token: String::new(),
             lease_until: chrono::Duration::from_std(core.options.stale_after).ok().map(|d| now + d),
         };
+        // The comment goes first: until it exists nothing has changed, so a failed claim can simply
+        // be tried again; a claim comment without the label still holds the issue.
+        let stamped = Instant::now();
         let marker = core.marker(MarkState::Working, attempt, claimant);
         let id = core.post_comment(number, &marker.attach(&working_comment(&claim))).await?;
         claim.token = id.to_string();
+        if !issue.has_label(working) {
+            core.add_label(number, working).await?;
+        }
 
         // No atomic claims on GitHub: read back, and if another claim landed first, withdraw.
         let (_, after) = core.history(number).await?;
@@ -266,7 +269,7 @@ impl TaskQueue for GithubQueue {
             core.edit_comment(id, &core.marker(MarkState::Superseded, attempt, claimant).attach(&text)).await?;
             return Ok(ClaimOutcome::Taken);
         }
-        core.refreshed().insert(claim.token.clone(), Instant::now());
+        core.refreshed().insert(claim.token.clone(), stamped);
         tracing::info!(adapter = ADAPTER, issue = number, attempt, worker = %claimant.worker_id, "claimed");
         Ok(ClaimOutcome::Claimed(Box::new(claim)))
     }
@@ -295,6 +298,7 @@ impl TaskQueue for GithubQueue {
         if !matches!(core.standing(claim).await?, Standing::Ours) {
             return Err(Error::conflict(format!("issue #{number} was already reported")));
         }
+        let stamped = Instant::now();
         let marker = core.marker(MarkState::Working, claim.attempt, &claim.claimant);
         let id: u64 = claim.token.parse().map_err(|_| Error::conflict("claim token is not a comment id"))?;
         match core.edit_comment(id, &marker.attach(&working_comment(claim))).await {
@@ -302,7 +306,7 @@ impl TaskQueue for GithubQueue {
             Err(Error::NotFound { .. }) => return Err(Error::conflict(format!("the claim comment on #{number} was deleted"))),
             Err(e) => return Err(e),
         }
-        core.refreshed().insert(claim.token.clone(), Instant::now());
+        core.refreshed().insert(claim.token.clone(), stamped);
         Ok(())
     }
 
