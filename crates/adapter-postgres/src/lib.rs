@@ -1,1 +1,425 @@
-//! bg-run-postgres
+//! bg-run-postgres: a PostgreSQL task queue for fleets of bg-run workers.
+//!
+//! Many workers on many machines share one database; PostgreSQL does the coordination:
+//!
+//! - **Claims** lock and lease up to `batch` tasks in one statement with `FOR UPDATE SKIP LOCKED`,
+//!   so workers never block each other and never win the same task.
+//! - **Leases** are extended by heartbeats and checked by a random token on every report. A worker
+//!   that dies stops heartbeating; once its lease runs out the task is claimed again, and that
+//!   counts as an attempt (at the limit, the task is given up instead). Cancelling or closing a
+//!   running task clears its token, so the worker's next heartbeat fails and it stops the agent.
+//! - **Reports** (`complete`, `fail`) with `batch > 1` are group-committed: calls arriving
+//!   together are written in one statement, and each call returns only after its row committed.
+//! - **Wake-ups**: a trigger NOTIFYs the schema's channel when tasks are inserted and a dedicated
+//!   LISTEN connection wakes idle workers at once; polling remains the fallback.
+//! - **Reconnects**: connection errors are retryable; the pool opens new connections as the
+//!   server comes back and the listener reconnects by itself. A report lost to a dropped
+//!   connection is retried by the worker, and if it never arrives the lease brings the task back.
+//!
+//! Tables live in a schema of their own (`bg_run` by default), created by embedded migrations
+//! that are safe to run from many workers at once. Several named queues share one table. A
+//! user's existing table can be used instead, by column mapping: see [`TableMapping`].
+//!
+//! ```no_run
+//! # async fn example() -> bg_run_core::Result<()> {
+//! use bg_run_core::{NewTask, TaskQueue};
+//! use bg_run_postgres::{PostgresOptions, PostgresQueue, Status};
+//!
+//! let queue = PostgresQueue::connect(PostgresOptions::new("postgres://localhost/app").queue("docs")).await?;
+//! let id = queue.enqueue(NewTask::new("Fix the broken links in README").label("docs")).await?;
+//! let pending = queue.list(Some(Status::Pending)).await?;
+//! # let _ = (id, pending);
+//! # Ok(())
+//! # }
+//! ```
+
+mod admin;
+mod claim;
+mod error;
+mod group;
+mod listen;
+mod mapping;
+mod options;
+mod record;
+mod report;
+mod schema;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bg_run_core::redact::{redact, register_secret};
+use bg_run_core::{
+    CancellationToken, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result, Task,
+    TaskId, TaskQueue,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::admin::{Action, AdminSql};
+use crate::claim::{ClaimSql, Scope};
+use crate::error::{backend, claim_lost, ADAPTER};
+use crate::group::{GroupCommit, Write};
+use crate::listen::Wakeup;
+use crate::mapping::MappedTable;
+use crate::report::{Completion, FailureRow, ReportSql};
+
+pub use crate::options::{PostgresOptions, TableMapping};
+pub use crate::record::{AttemptOutcome, AttemptRecord, Status, TaskRecord};
+
+/// The PostgreSQL task queue. Cheap to clone; clones share the pool, the listener and the
+/// group-commit writer, which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct PostgresQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    queue: String,
+    labels: Vec<String>,
+    batch: usize,
+    claims: ClaimSql,
+    reports: Arc<ReportSql>,
+    admin: AdminSql,
+    mapped: Option<MappedTable>,
+    group: Option<GroupCommit>,
+    wakeup: Arc<Wakeup>,
+    listening: bool,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl std::fmt::Debug for PostgresQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresQueue")
+            .field("schema", &self.inner.schema)
+            .field("queue", &self.inner.queue)
+            .field("labels", &self.inner.labels)
+            .field("batch", &self.inner.batch)
+            .field("mapped", &self.inner.mapped.is_some())
+            .finish()
+    }
+}
+
+/// Makes the URL's password a secret the core redaction masks everywhere in this process, even
+/// where it shows up outside URL form.
+fn register_url_password(url: &str) {
+    let Some((_, rest)) = url.split_once("://") else { return };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if let Some((_, password)) = userinfo.split_once(':') {
+            register_secret(password);
+        }
+    }
+}
+
+impl PostgresQueue {
+    /// Connects, creates or upgrades the schema, and starts the LISTEN connection and the
+    /// group-commit writer as the options ask. Needs a Tokio runtime.
+    pub async fn connect(options: PostgresOptions) -> Result<PostgresQueue> {
+        options.validate()?;
+        register_url_password(&options.url);
+        let connect = PgConnectOptions::from_str(options.url.trim())
+            .map_err(|e| Error::config(redact(&format!("{ADAPTER}: invalid database URL: {e}"))))?
+            .application_name("bg-run");
+        // No ping before each use: sqlx already checks a connection when it is given back, and
+        // one that died idle (a server restart) fails its next statement with a retryable error.
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .min_connections(0)
+            .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(false)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| backend("connecting to the database", e))?;
+        let channel = options.channel();
+        schema::migrate(&pool, &options.schema, &channel).await?;
+
+        let s = options::quote_ident(&options.schema);
+        let mapped = match options.mapping.clone() {
+            Some(mapping) => Some(MappedTable::new(&pool, &options.schema, mapping).await?),
+            None => None,
+        };
+        let reports = Arc::new(ReportSql::new(&s, &channel));
+        // Group commit only pays off with several rows per statement, and the mapped table
+        // writes two tables per report, so it writes row by row.
+        let group = (options.batch > 1 && mapped.is_none()).then(|| {
+            let in_flight = usize::try_from(options.pool_size / 4).unwrap_or(1).clamp(1, 4);
+            GroupCommit::start(pool.clone(), reports.clone(), options.batch, in_flight)
+        });
+        let wakeup = Arc::new(Wakeup::default());
+        let stop = CancellationToken::new();
+        let listening = options.listen && mapped.is_none();
+        if listening {
+            listen::spawn(
+                connect,
+                options.connect_timeout,
+                channel.clone(),
+                options.queue.clone(),
+                wakeup.clone(),
+                stop.clone(),
+            );
+        }
+        Ok(PostgresQueue {
+            inner: Arc::new(Inner {
+                claims: ClaimSql::new(&s),
+                admin: AdminSql::new(&s, &channel),
+                reports,
+                pool,
+                schema: options.schema,
+                queue: options.queue,
+                labels: options.labels,
+                batch: options.batch,
+                mapped,
+                group,
+                wakeup,
+                listening,
+                stop,
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The named queue this handle claims from.
+    pub fn queue_name(&self) -> &str {
+        &self.inner.queue
+    }
+
+    /// The label filter this handle claims with.
+    pub fn labels(&self) -> &[String] {
+        &self.inner.labels
+    }
+
+    /// Tasks per claim statement and rows per group-commit statement.
+    pub fn batch(&self) -> usize {
+        self.inner.batch
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope { queue: &self.inner.queue, labels: &self.inner.labels }
+    }
+
+    /// Admin operations work on bg-run's own table only.
+    fn own_table(&self, operation: &str) -> Result<()> {
+        match &self.inner.mapped {
+            Some(_) => Err(Error::unsupported(
+                format!("{operation} in table-mapping mode (read and change the mapped table directly)"),
+                ADAPTER,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds all tasks with one multi-row insert and returns their ids in order. Tasks without a
+    /// queue go to this handle's queue. A task whose unique key already exists in its queue is
+    /// not added again; the existing task's id is returned for it.
+    pub async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+        self.own_table("enqueue")?;
+        admin::enqueue_many(&self.inner.pool, &self.inner.admin, &self.inner.queue, tasks).await
+    }
+
+    /// This handle's queue's tasks, optionally only those in `status`, oldest first. Records come
+    /// without their attempt history; [`PostgresQueue::get`] has it.
+    pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
+        self.own_table("list")?;
+        admin::list(&self.inner.pool, &self.inner.admin, &self.inner.queue, status).await
+    }
+
+    /// One task (of any queue in the schema) with its attempt history. `NotFound` if none has
+    /// this id.
+    pub async fn get(&self, id: i64) -> Result<TaskRecord> {
+        self.own_table("show")?;
+        admin::get(&self.inner.pool, &self.inner.admin, id).await
+    }
+
+    /// Closes the task (a human has dealt with it). A running task's agent is stopped: its
+    /// worker's next heartbeat finds the claim gone.
+    pub async fn close(&self, id: i64) -> Result<TaskRecord> {
+        self.own_table("close")?;
+        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Close).await
+    }
+
+    /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
+    /// eligible at once. `Conflict` while it is running.
+    pub async fn retry(&self, id: i64) -> Result<TaskRecord> {
+        self.own_table("retry")?;
+        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Retry).await
+    }
+
+    /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
+    /// heartbeat. `Conflict` for a task that already finished.
+    pub async fn cancel(&self, id: i64) -> Result<TaskRecord> {
+        self.own_table("cancel")?;
+        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Cancel).await
+    }
+
+    /// Closes the connections once operations in progress finish. Clones stop working.
+    pub async fn disconnect(&self) {
+        self.inner.stop.cancel();
+        self.inner.pool.close().await;
+    }
+
+    async fn write(&self, id: i64, write: Write, claim: &Claim) -> Result<()> {
+        let written = match &self.inner.group {
+            Some(group) => group.write(write).await?,
+            None => {
+                let (pool, sql) = (&self.inner.pool, &*self.inner.reports);
+                let ids = match write {
+                    Write::Complete(row) => report::write_completions(pool, sql, vec![row]).await?,
+                    Write::Fail(row) => report::write_failures(pool, sql, vec![row]).await?,
+                };
+                ids.contains(&id)
+            }
+        };
+        if written {
+            Ok(())
+        } else {
+            Err(claim_lost(claim.task.id.as_str()))
+        }
+    }
+}
+
+#[async_trait]
+impl TaskQueue for PostgresQueue {
+    fn name(&self) -> &str {
+        ADAPTER
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let caps = Capabilities::none().with_atomic_claim().with_leases().with_batch_claim();
+        let caps = if self.inner.mapped.is_none() { caps.with_enqueue() } else { caps };
+        if self.inner.listening {
+            caps.with_wakeup()
+        } else {
+            caps
+        }
+    }
+
+    async fn poll(&self, max: usize) -> Result<Vec<Task>> {
+        match &self.inner.mapped {
+            Some(mapped) => mapped.poll(&self.inner.pool, max).await,
+            None => claim::poll(&self.inner.pool, &self.inner.claims, &self.scope(), max).await,
+        }
+    }
+
+    async fn claim(&self, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
+        self.inner.wakeup.looking();
+        match &self.inner.mapped {
+            Some(mapped) => mapped.claim_one(&self.inner.pool, task, claimant).await,
+            None => claim::claim_one(&self.inner.pool, &self.inner.claims, &self.scope(), task, claimant).await,
+        }
+    }
+
+    /// Claims up to `max` tasks, at most `batch` per statement (so batch size 1 is one task per
+    /// transaction), stopping early when the queue runs dry.
+    async fn claim_batch(&self, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
+        self.inner.wakeup.looking();
+        let mut claims = Vec::new();
+        while claims.len() < max {
+            let wanted = (max - claims.len()).min(self.inner.batch);
+            let got = match &self.inner.mapped {
+                Some(mapped) => mapped.claim_batch(&self.inner.pool, wanted, claimant).await,
+                None => claim::claim_batch(&self.inner.pool, &self.inner.claims, &self.scope(), wanted, claimant).await,
+            };
+            let got = match got {
+                Ok(got) => got,
+                // Tasks already claimed are held and must reach the worker; the error can wait
+                // for the next call.
+                Err(_) if !claims.is_empty() => break,
+                Err(error) => return Err(error),
+            };
+            let short = got.len() < wanted;
+            claims.extend(got);
+            if short {
+                break;
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn heartbeat(&self, claim: &Claim) -> Result<()> {
+        match &self.inner.mapped {
+            Some(mapped) => mapped.heartbeat(&self.inner.pool, claim).await,
+            None => claim::heartbeat(&self.inner.pool, &self.inner.claims, claim).await,
+        }
+    }
+
+    async fn complete(&self, claim: &Claim, report: &Report) -> Result<()> {
+        if let Some(mapped) = &self.inner.mapped {
+            return mapped.complete(&self.inner.pool, claim, report).await;
+        }
+        let row = Completion::new(claim, report)?;
+        self.write(row.id, Write::Complete(row), claim).await
+    }
+
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<()> {
+        if let Some(mapped) = &self.inner.mapped {
+            return mapped.fail(&self.inner.pool, claim, failure).await;
+        }
+        let row = FailureRow::new(claim, failure)?;
+        self.write(row.id, Write::Fail(row), claim).await
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<()> {
+        match &self.inner.mapped {
+            Some(mapped) => mapped.release(&self.inner.pool, claim).await,
+            None => report::release(&self.inner.pool, &self.inner.reports, claim).await,
+        }
+    }
+
+    async fn enqueue(&self, task: NewTask) -> Result<TaskId> {
+        if self.inner.mapped.is_some() {
+            return Err(Error::unsupported("enqueue in table-mapping mode (insert rows into your table)", ADAPTER));
+        }
+        let mut ids = self.enqueue_many(vec![task]).await?;
+        ids.pop().ok_or_else(|| Error::backend(ADAPTER, "adding a task returned no id", true))
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        if self.inner.listening {
+            self.inner.wakeup.wait(timeout).await;
+        } else {
+            tokio::time::sleep(timeout).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_become_secrets() {
+        register_url_password("postgres://app:s3cr3t-pass-77@db.internal:5432/app?sslmode=require");
+        let text = redact("login failed with s3cr3t-pass-77 for app");
+        assert!(!text.contains("s3cr3t-pass-77"), "{text}");
+    }
+}
+
+/// Compile-time check that the public futures are `Send`, so they work under `tokio::spawn` and
+/// in `async_trait` code (some sqlx calls on a borrowed transaction are not, for every lifetime).
+#[allow(dead_code)]
+fn public_futures_are_send(queue: PostgresQueue, options: PostgresOptions) {
+    fn send<T: Send>(_: T) {}
+    send(PostgresQueue::connect(options));
+    send(async move {
+        let _ = queue.enqueue_many(Vec::new()).await;
+        let _ = queue.list(None).await;
+        let _ = queue.get(1).await;
+        let _ = queue.close(1).await;
+        let _ = queue.retry(1).await;
+        let _ = queue.cancel(1).await;
+        queue.disconnect().await;
+    });
+}

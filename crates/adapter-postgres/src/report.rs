@@ -1,0 +1,307 @@
+//! Reports on bg-run's own table: completions and failures written many rows per statement,
+//! each row only if its lease token still matches, with one history row per finished attempt.
+//!
+//! The same statements serve one task (batch size 1) and a group commit of many: the rows travel
+//! as parallel arrays and `unnest` turns them back into a table, so a statement's text never
+//! depends on how many rows it carries and stays prepared.
+
+use std::collections::HashSet;
+
+use bg_run_core::{Claim, Failure, Report, Result, RetryDecision, Usage};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::claim::parse_claim;
+use crate::error::{backend, claim_lost};
+
+pub(crate) struct ReportSql {
+    complete: String,
+    fail: String,
+    release: String,
+}
+
+impl ReportSql {
+    pub(crate) fn new(s: &str, channel: &str) -> Self {
+        ReportSql {
+            complete: format!(
+                "WITH input AS (
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[], $5::int4[],
+                                         $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                                         $11::text[], $12::int4[])
+                        AS i(id, token, summary, cost_usd, turns, input_tokens, output_tokens,
+                             cache_read_tokens, cache_write_tokens, duration_ms, session_id, exit_code)
+                ), done AS (
+                    UPDATE {s}.tasks t SET
+                        status = 'review', summary = i.summary, cost_usd = i.cost_usd, turns = i.turns,
+                        input_tokens = i.input_tokens, output_tokens = i.output_tokens,
+                        cache_read_tokens = i.cache_read_tokens, cache_write_tokens = i.cache_write_tokens,
+                        duration_ms = i.duration_ms, session_id = COALESCE(i.session_id, t.session_id),
+                        exit_code = i.exit_code, lease_token = NULL, lease_until = NULL, updated_at = now()
+                    FROM input i
+                    WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'running'
+                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
+                ), history AS (
+                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message, cost_usd,
+                        turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms,
+                        session_id, exit_code)
+                    SELECT d.id, d.attempts, d.claimed_by, d.claimed_at, 'done', i.summary, i.cost_usd, i.turns,
+                           i.input_tokens, i.output_tokens, i.cache_read_tokens, i.cache_write_tokens,
+                           i.duration_ms, i.session_id, i.exit_code
+                    FROM done d JOIN input i ON i.id = d.id
+                )
+                SELECT id FROM done"
+            ),
+            fail: format!(
+                "WITH input AS (
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                                         $6::timestamptz[], $7::float8[], $8::int4[], $9::int8[], $10::int8[],
+                                         $11::int8[], $12::int8[], $13::int8[], $14::text[], $15::int4[])
+                        AS i(id, token, reason, kind, stderr_tail, retry_at, cost_usd, turns, input_tokens,
+                             output_tokens, cache_read_tokens, cache_write_tokens, duration_ms, session_id,
+                             exit_code)
+                ), failed AS (
+                    UPDATE {s}.tasks t SET
+                        status = CASE WHEN i.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+                        run_at = COALESCE(i.retry_at, t.run_at),
+                        last_error = i.reason, failure_kind = i.kind, cost_usd = i.cost_usd, turns = i.turns,
+                        input_tokens = i.input_tokens, output_tokens = i.output_tokens,
+                        cache_read_tokens = i.cache_read_tokens, cache_write_tokens = i.cache_write_tokens,
+                        duration_ms = i.duration_ms, session_id = COALESCE(i.session_id, t.session_id),
+                        exit_code = i.exit_code, lease_token = NULL, lease_until = NULL, updated_at = now()
+                    FROM input i
+                    WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'running'
+                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
+                ), history AS (
+                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message,
+                        failure_kind, stderr_tail, cost_usd, turns, input_tokens, output_tokens,
+                        cache_read_tokens, cache_write_tokens, duration_ms, session_id, exit_code)
+                    SELECT f.id, f.attempts, f.claimed_by, f.claimed_at,
+                           CASE WHEN i.retry_at IS NULL THEN 'gave_up' ELSE 'failed' END,
+                           i.reason, i.kind, i.stderr_tail, i.cost_usd, i.turns, i.input_tokens, i.output_tokens,
+                           i.cache_read_tokens, i.cache_write_tokens, i.duration_ms, i.session_id, i.exit_code
+                    FROM failed f JOIN input i ON i.id = f.id
+                )
+                SELECT id FROM failed"
+            ),
+            // A released task is eligible at once, so other workers are woken for it.
+            release: format!(
+                "WITH released AS (
+                    UPDATE {s}.tasks SET status = 'pending', attempts = GREATEST(attempts - 1, 0),
+                        lease_token = NULL, lease_until = NULL, updated_at = now()
+                    WHERE id = $1 AND lease_token = $2 AND status = 'running'
+                    RETURNING id, queue, attempts + 1 AS attempt, claimed_by, claimed_at
+                ), history AS (
+                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message)
+                    SELECT id, attempt, claimed_by, claimed_at, 'released', 'the worker shut down and gave the task back'
+                    FROM released
+                )
+                SELECT pg_notify('{channel}', queue)::text FROM released"
+            ),
+        }
+    }
+}
+
+/// What the agent used, as stored columns.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UsageColumns {
+    pub cost_usd: Option<f64>,
+    pub turns: Option<i32>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cache_read_tokens: Option<i64>,
+    pub cache_write_tokens: Option<i64>,
+    pub duration_ms: i64,
+    pub session_id: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+impl UsageColumns {
+    pub(crate) fn new(usage: &Usage, duration: std::time::Duration, exit_code: Option<i32>) -> Self {
+        let tokens = usage.tokens.as_ref();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        UsageColumns {
+            cost_usd: usage.cost_usd.filter(|c| c.is_finite()),
+            turns: usage.turns.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
+            input_tokens: tokens.map(|t| count(t.input)),
+            output_tokens: tokens.map(|t| count(t.output)),
+            cache_read_tokens: tokens.map(|t| count(t.cache_read)),
+            cache_write_tokens: tokens.map(|t| count(t.cache_write)),
+            duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            session_id: usage.session_id.as_deref().map(clean_text),
+            exit_code,
+        }
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; an agent's output can. One bad byte must not fail a whole
+/// group commit, so it is replaced.
+pub(crate) fn clean_text(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_owned()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Completion {
+    pub id: i64,
+    pub token: i64,
+    pub summary: String,
+    pub usage: UsageColumns,
+}
+
+impl Completion {
+    pub(crate) fn new(claim: &Claim, report: &Report) -> Result<Self> {
+        let (id, token) = parse_claim(claim)?;
+        Ok(Completion {
+            id,
+            token,
+            summary: clean_text(&report.summary),
+            usage: UsageColumns::new(&report.usage, report.duration, report.exit_code),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct FailureRow {
+    pub id: i64,
+    pub token: i64,
+    pub reason: String,
+    pub kind: &'static str,
+    pub stderr_tail: String,
+    /// `None` gives up.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub usage: UsageColumns,
+}
+
+impl FailureRow {
+    pub(crate) fn new(claim: &Claim, failure: &Failure) -> Result<Self> {
+        let (id, token) = parse_claim(claim)?;
+        Ok(FailureRow {
+            id,
+            token,
+            reason: clean_text(&failure.reason),
+            kind: failure.kind.as_str(),
+            stderr_tail: clean_text(&failure.stderr_tail),
+            retry_at: match failure.decision {
+                RetryDecision::RetryAt(at) => Some(at),
+                RetryDecision::GiveUp => None,
+            },
+            usage: UsageColumns::new(&failure.usage, failure.duration, failure.exit_code),
+        })
+    }
+}
+
+/// Parallel arrays of the usage columns, in statement order.
+#[derive(Default)]
+struct UsageArrays {
+    cost_usd: Vec<Option<f64>>,
+    turns: Vec<Option<i32>>,
+    input_tokens: Vec<Option<i64>>,
+    output_tokens: Vec<Option<i64>>,
+    cache_read_tokens: Vec<Option<i64>>,
+    cache_write_tokens: Vec<Option<i64>>,
+    duration_ms: Vec<i64>,
+    session_id: Vec<Option<String>>,
+    exit_code: Vec<Option<i32>>,
+}
+
+impl UsageArrays {
+    fn push(&mut self, u: UsageColumns) {
+        self.cost_usd.push(u.cost_usd);
+        self.turns.push(u.turns);
+        self.input_tokens.push(u.input_tokens);
+        self.output_tokens.push(u.output_tokens);
+        self.cache_read_tokens.push(u.cache_read_tokens);
+        self.cache_write_tokens.push(u.cache_write_tokens);
+        self.duration_ms.push(u.duration_ms);
+        self.session_id.push(u.session_id);
+        self.exit_code.push(u.exit_code);
+    }
+}
+
+/// Marks the rows done and returns the ids whose token still matched; the others lost their claim.
+pub(crate) async fn write_completions(pool: &PgPool, sql: &ReportSql, rows: Vec<Completion>) -> Result<HashSet<i64>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut tokens = Vec::with_capacity(rows.len());
+    let mut summaries = Vec::with_capacity(rows.len());
+    let mut usage = UsageArrays::default();
+    for row in rows {
+        ids.push(row.id);
+        tokens.push(row.token);
+        summaries.push(row.summary);
+        usage.push(row.usage);
+    }
+    let done: Vec<i64> = sqlx::query_scalar(&sql.complete)
+        .bind(ids)
+        .bind(tokens)
+        .bind(summaries)
+        .bind(usage.cost_usd)
+        .bind(usage.turns)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cache_read_tokens)
+        .bind(usage.cache_write_tokens)
+        .bind(usage.duration_ms)
+        .bind(usage.session_id)
+        .bind(usage.exit_code)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| backend("reporting completed tasks", e))?;
+    Ok(done.into_iter().collect())
+}
+
+/// Records the failed attempts (retry or give up) and returns the ids whose token still matched.
+pub(crate) async fn write_failures(pool: &PgPool, sql: &ReportSql, rows: Vec<FailureRow>) -> Result<HashSet<i64>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut tokens = Vec::with_capacity(rows.len());
+    let mut reasons = Vec::with_capacity(rows.len());
+    let mut kinds = Vec::with_capacity(rows.len());
+    let mut tails = Vec::with_capacity(rows.len());
+    let mut retry_at = Vec::with_capacity(rows.len());
+    let mut usage = UsageArrays::default();
+    for row in rows {
+        ids.push(row.id);
+        tokens.push(row.token);
+        reasons.push(row.reason);
+        kinds.push(row.kind);
+        tails.push(row.stderr_tail);
+        retry_at.push(row.retry_at);
+        usage.push(row.usage);
+    }
+    let failed: Vec<i64> = sqlx::query_scalar(&sql.fail)
+        .bind(ids)
+        .bind(tokens)
+        .bind(reasons)
+        .bind(kinds)
+        .bind(tails)
+        .bind(retry_at)
+        .bind(usage.cost_usd)
+        .bind(usage.turns)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cache_read_tokens)
+        .bind(usage.cache_write_tokens)
+        .bind(usage.duration_ms)
+        .bind(usage.session_id)
+        .bind(usage.exit_code)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| backend("reporting failed tasks", e))?;
+    Ok(failed.into_iter().collect())
+}
+
+pub(crate) async fn release(pool: &PgPool, sql: &ReportSql, claim: &Claim) -> Result<()> {
+    let (id, token) = parse_claim(claim)?;
+    let released = sqlx::query(&sql.release)
+        .bind(id)
+        .bind(token)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| backend("releasing a task", e))?;
+    match released {
+        Some(_) => Ok(()),
+        None => Err(claim_lost(claim.task.id.as_str())),
+    }
+}
