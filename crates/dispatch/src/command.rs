@@ -1,8 +1,12 @@
 //! The generic dispatcher: run any command on a task.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tempfile::TempDir;
 
 use bg_run_core::{async_trait, DispatchContext, Dispatcher, Error, FailureKind, Outcome, Result, Task};
 
@@ -91,7 +95,7 @@ pub struct CommandDispatcher {
     template: Option<Template>,
     env: ResolvedEnv,
     needs_prompt: bool,
-    summary_file: bool,
+    summary_files: Option<SummaryFiles>,
     stdin_prompt: bool,
     kill_grace: Duration,
     output_cap: usize,
@@ -145,6 +149,12 @@ impl CommandDispatcher {
             || args.iter().any(|a| a.uses(Placeholder::SummaryFile))
             || template.as_ref().is_some_and(|t| t.uses(Placeholder::SummaryFile));
 
+        let summary_files = summary_file.then(SummaryFiles::new).transpose().map_err(|e| {
+            Error::config(format!(
+                "cannot create a private directory for summary files in {}: {e}; set TMPDIR to a writable directory",
+                std::env::temp_dir().display()
+            ))
+        })?;
         let env = spec.env.resolve()?;
         let name = if spec.name.trim().is_empty() { "command".to_owned() } else { spec.name };
         let mut dispatcher = CommandDispatcher {
@@ -154,7 +164,7 @@ impl CommandDispatcher {
             template,
             env,
             needs_prompt,
-            summary_file,
+            summary_files,
             stdin_prompt: spec.stdin_prompt,
             kill_grace: spec.kill_grace,
             output_cap: spec.output_cap,
@@ -181,22 +191,18 @@ impl CommandDispatcher {
         if ctx.cancel.is_cancelled() {
             return Outcome::failure(FailureKind::Cancelled, "cancelled before the agent started");
         }
-        let summary_dir = if self.summary_file {
-            match tempfile::Builder::new().prefix("bg-run-").tempdir() {
-                Ok(dir) => Some(dir),
-                Err(e) => {
-                    return Outcome::failure(
-                        FailureKind::Transient,
-                        format!("could not create a temporary directory for the agent's summary file: {e}"),
-                    )
-                }
+        let summary_file = match self.summary_files.as_ref().map(SummaryFiles::next).transpose() {
+            Ok(file) => file,
+            Err(e) => {
+                return Outcome::failure(
+                    FailureKind::Transient,
+                    format!("could not create a temporary directory for the agent's summary file: {e}"),
+                )
             }
-        } else {
-            None
         };
-        let summary_path = summary_dir.as_ref().map(|d| d.path().join("summary.md"));
+        let summary_path = summary_file.as_ref().map(|f| f.path.as_path());
 
-        let mut vars = TaskVars::new(task, ctx, summary_path.as_deref());
+        let mut vars = TaskVars::new(task, ctx, summary_path);
         if self.needs_prompt {
             vars.prompt = render_prompt(self.template.as_ref(), &vars);
         }
@@ -206,7 +212,7 @@ impl CommandDispatcher {
         env.set("BG_RUN_TASK_ID", task.id.as_str());
         env.set("BG_RUN_TASK_URL", vars.url.as_str());
         env.set("BG_RUN_ATTEMPT", vars.attempt.as_str());
-        if let Some(path) = &summary_path {
+        if let Some(path) = summary_path {
             env.set("BG_RUN_SUMMARY_FILE", path.display().to_string());
         }
 
@@ -233,7 +239,7 @@ impl CommandDispatcher {
         };
 
         let summary = if result.success() {
-            let from_file = summary_path.as_deref().and_then(|p| read_summary(p, self.output_cap));
+            let from_file = summary_path.and_then(|p| read_summary(p, self.output_cap));
             from_file.unwrap_or_else(|| {
                 let stdout = result.stdout.to_string_lossy();
                 let tail = last_lines(&stdout, STDOUT_SUMMARY_MAX);
@@ -247,6 +253,49 @@ impl CommandDispatcher {
             String::new()
         };
         result.to_outcome(&summary)
+    }
+}
+
+/// Per-run summary file paths inside one private directory per dispatcher. A directory made and
+/// removed for every run would cost more than running a small agent; a fresh file name is free.
+#[derive(Debug)]
+struct SummaryFiles {
+    dir: Mutex<Arc<TempDir>>,
+    runs: AtomicU64,
+}
+
+/// One run's summary file; removed when the run is over.
+struct SummaryFile {
+    path: PathBuf,
+    _dir: Arc<TempDir>,
+}
+
+impl Drop for SummaryFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl SummaryFiles {
+    fn new() -> io::Result<Self> {
+        Ok(SummaryFiles { dir: Mutex::new(Arc::new(Self::make_dir()?)), runs: AtomicU64::new(0) })
+    }
+
+    fn make_dir() -> io::Result<TempDir> {
+        tempfile::Builder::new().prefix("bg-run-summaries-").tempdir()
+    }
+
+    fn next(&self) -> io::Result<SummaryFile> {
+        let dir = {
+            let mut dir = self.dir.lock().unwrap_or_else(|e| e.into_inner());
+            // Temp cleaners remove directories a long-idle worker has not touched.
+            if !dir.path().is_dir() {
+                *dir = Arc::new(Self::make_dir()?);
+            }
+            Arc::clone(&dir)
+        };
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        Ok(SummaryFile { path: dir.path().join(format!("summary-{run}.md")), _dir: dir })
     }
 }
 

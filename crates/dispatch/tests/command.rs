@@ -42,8 +42,16 @@ async fn summary_file_wins_over_stdout_and_is_removed_afterwards() {
     let lines: Vec<&str> = out.stdout_tail.lines().collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0], lines[1], "the argument and BG_RUN_SUMMARY_FILE name the same file");
-    assert!(lines[0].ends_with("summary.md"), "{lines:?}");
+    assert!(lines[0].ends_with(".md"), "{lines:?}");
     assert!(!std::path::Path::new(lines[0]).exists(), "per-run summary file is cleaned up");
+
+    // Each run gets its own file, and a temp cleaner removing the directory does not break runs.
+    let dir_of_files = std::path::Path::new(lines[0]).parent().unwrap().to_owned();
+    std::fs::remove_dir_all(&dir_of_files).unwrap();
+    let again = d.dispatch(&Task::new("2", "t"), ctx(dir.path(), LONG)).await;
+    assert_eq!(again.summary, "Fixed the bug.");
+    let second_path = again.stdout_tail.lines().next().unwrap().to_owned();
+    assert_ne!(second_path, lines[0]);
 }
 
 #[tokio::test]
