@@ -20,7 +20,6 @@ Add a task:              bg-run add 'Fix the flaky test' --body '...'";
 
 #[derive(Debug, Parser)]
 #[command(name = "bg-run", version, about = ABOUT, long_about = LONG_ABOUT)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -78,7 +77,7 @@ pub enum Command {
 }
 
 /// How to run one worker: the flags of the ad-hoc mode.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Args, PartialEq)]
 pub struct WorkerArgs {
     /// Queue to take tasks from: sqlite, postgres, github
     #[arg(long, value_name = "KIND")]
@@ -161,7 +160,7 @@ pub struct WorkerArgs {
 }
 
 /// Where the queue lives; shared by the worker and the task commands.
-#[derive(Clone, Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args, PartialEq)]
 pub struct QueueOpts {
     /// SQLite database file [default: .bg-run/bg-run.db]
     #[arg(long, value_name = "FILE", env = "BG_RUN_DB")]

@@ -12,13 +12,13 @@ mod queues;
 mod signals;
 mod store;
 
-use clap::Parser;
+use clap::Parser as _;
 
 use crate::args::{Cli, Command};
 use crate::error::CliError;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args();
     logging::init(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -28,6 +28,25 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(error) => exit_with(error),
     }
+}
+
+/// Clap's own errors span several lines; bg-run's rule is one line per error.
+fn parse_args() -> Cli {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            exit_with(CliError::config(format!("{first} (see bg-run --help)")))
+        }
+    };
+    if cli.command.is_some() && cli.worker != args::WorkerArgs::default() {
+        exit_with(CliError::config(
+            "worker options (--once, --queue, -- PROGRAM, ...) go without a subcommand; `bg-run run` takes its settings from bg-run.toml",
+        ));
+    }
+    cli
 }
 
 fn exit_with(error: CliError) -> ! {
