@@ -32,6 +32,7 @@ pub struct CommandSpec {
     pub name: String,
     /// A bare name looked up on the agent's `PATH`, or a path. A relative path with a `/` is
     /// taken relative to this process's current directory when the dispatcher is built.
+    /// Placeholders are not expanded here.
     pub program: String,
     pub args: Vec<String>,
     /// Replaces the built-in prompt ([`crate::prompt::default_prompt`]). Reading a template

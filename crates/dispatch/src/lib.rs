@@ -19,7 +19,8 @@ pub mod process;
 pub mod prompt;
 pub mod signal;
 
+pub use capture::Stream;
 pub use command::{CommandDispatcher, CommandSpec};
 pub use env::{EnvPolicy, ResolvedEnv};
-pub use process::{run_process, ProcessError, ProcessResult, ProcessSpec};
+pub use process::{run_process, Exit, ProcessError, ProcessResult, ProcessSpec, Stop};
 pub use prompt::{render_prompt, sanitize, Placeholder, TaskVars, Template};
