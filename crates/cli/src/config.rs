@@ -92,6 +92,30 @@ pub struct PostgresSection {
     pub labels: Option<Vec<String>>,
     pub batch: Option<usize>,
     pub pool_size: Option<u32>,
+    /// Work on an existing table of yours instead of bg-run's own.
+    pub table: Option<TableSection>,
+}
+
+/// Column mapping for a user's own table: `SELECT … WHERE status = 'pending'`, then
+/// `UPDATE … SET status = 'review'`. Unset keys take the defaults shown.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// `table` or `schema.table` (required).
+    pub name: String,
+    /// Default "id".
+    pub id_column: Option<String>,
+    /// Default "title".
+    pub title_column: Option<String>,
+    /// Default "body"; "" for a table without one.
+    pub body_column: Option<String>,
+    /// Default "status".
+    pub status_column: Option<String>,
+    /// Defaults "pending", "running", "review", "failed".
+    pub pending_value: Option<String>,
+    pub running_value: Option<String>,
+    pub done_value: Option<String>,
+    pub failed_value: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -174,7 +198,7 @@ impl SqliteSection {
 
 impl PostgresSection {
     pub fn over(&self, base: &PostgresSection) -> PostgresSection {
-        overlay!(base, self, [url, schema, queue_name, labels, batch, pool_size])
+        overlay!(base, self, [url, schema, queue_name, labels, batch, pool_size, table])
     }
 }
 

@@ -43,10 +43,14 @@ pub async fn run(args: BenchArgs, config_path: Option<&Path>) -> Result<i32, Cli
     if store_args.opts.db.is_none() {
         store_args.opts.db = Some(scratch.path().join("bench.db"));
     }
+    // Benchmark rows go to a schema of their own unless told otherwise, away from real tasks.
+    if store_args.opts.pg_schema.is_none() {
+        store_args.opts.pg_schema = Some("bg_run_bench".to_owned());
+    }
     // A queue name of its own, so a benchmark never touches real tasks in a shared store.
     let queue_name = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
     store_args.opts.queue_name = Some(queue_name.clone());
-    let store = Store::open(&store_args, &file, true).await?;
+    let store = Store::open_with_batch(&store_args, &file, true, Some(args.batch)).await?;
 
     let tasks: Vec<NewTask> = (0..args.tasks)
         .map(|i| NewTask { queue: Some(queue_name.clone()), ..NewTask::new(format!("bench task {i}")) })
@@ -69,7 +73,7 @@ pub async fn run(args: BenchArgs, config_path: Option<&Path>) -> Result<i32, Cli
     }
 
     let pickup = if args.pickup_samples > 0 {
-        Some(measure_pickup(&store_args, &file, &queue_name, dispatcher.clone(), config, args.pickup_samples).await?)
+        Some(measure_pickup(&store_args, &file, &queue_name, dispatcher.clone(), config, &args).await?)
     } else {
         None
     };
@@ -119,11 +123,12 @@ async fn measure_pickup(
     queue_name: &str,
     dispatcher: Arc<dyn Dispatcher>,
     mut config: WorkerConfig,
-    samples: usize,
+    args: &BenchArgs,
 ) -> Result<Vec<f64>, CliError> {
+    let samples = args.pickup_samples;
     let events = EventBus::default();
     let mut started_rx = events.subscribe();
-    let consumer = Store::open(store_args, file, true).await?;
+    let consumer = Store::open_with_batch(store_args, file, true, Some(args.batch)).await?;
     config.mode = RunMode::Watch;
     // Pickup must come from the queue's wake-up, not from a lucky poll.
     config.poll_interval = Duration::from_secs(5);

@@ -12,9 +12,15 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+        Self::default()
     }
 
     pub fn path(&self) -> &Path {
