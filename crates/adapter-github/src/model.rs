@@ -1,9 +1,38 @@
-//! The parts of GitHub's issue and comment objects this adapter uses, read through octocrab's
-//! models so the field names and types follow its maintained description of the REST schema.
+//! The parts of GitHub's issue and comment objects this adapter uses. Lean on purpose: a page of
+//! 100 issues is mostly URLs and user profiles nobody here reads, and skipping them keeps each
+//! busy poll cheap. (A test checks the fake's full objects against octocrab's models.)
 
 use chrono::{DateTime, Utc};
-use octocrab::models::issues::{Comment, Issue};
-use octocrab::models::{AuthorAssociation, IssueState};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Login {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct LabelName {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawIssue {
+    number: u64,
+    title: String,
+    body: Option<String>,
+    state: String,
+    #[serde(default)]
+    labels: Vec<LabelName>,
+    user: Option<Login>,
+    author_association: Option<String>,
+    pull_request: Option<IgnoredAny>,
+    #[serde(default)]
+    comments: u32,
+    html_url: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct IssueInfo {
@@ -27,23 +56,34 @@ impl IssueInfo {
     }
 }
 
-impl From<Issue> for IssueInfo {
-    fn from(issue: Issue) -> Self {
-        IssueInfo {
-            number: issue.number,
-            title: issue.title,
-            body: issue.body.unwrap_or_default(),
-            open: issue.state == IssueState::Open,
-            labels: issue.labels.into_iter().map(|l| l.name).collect(),
-            author: issue.user.login,
-            association: association(issue.author_association.as_ref()),
-            pull_request: issue.pull_request.is_some(),
-            comments: issue.comments,
-            html_url: issue.html_url.to_string(),
-            created_at: issue.created_at,
-            updated_at: issue.updated_at,
-        }
+impl<'de> Deserialize<'de> for IssueInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawIssue::deserialize(deserializer)?;
+        Ok(IssueInfo {
+            number: raw.number,
+            title: raw.title,
+            body: raw.body.unwrap_or_default(),
+            open: raw.state == "open",
+            labels: raw.labels.into_iter().map(|l| l.name).collect(),
+            // A deleted account shows as `null`; GitHub calls it "ghost".
+            author: raw.user.map(|u| u.login).unwrap_or_else(|| "ghost".to_owned()),
+            association: raw.author_association.unwrap_or_else(|| "NONE".to_owned()),
+            pull_request: raw.pull_request.is_some(),
+            comments: raw.comments,
+            html_url: raw.html_url,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
     }
+}
+
+#[derive(Deserialize)]
+struct RawComment {
+    id: u64,
+    user: Option<Login>,
+    author_association: Option<String>,
+    body: Option<String>,
+    created_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,22 +95,15 @@ pub(crate) struct CommentInfo {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<Comment> for CommentInfo {
-    fn from(comment: Comment) -> Self {
-        CommentInfo {
-            id: comment.id.into_inner(),
-            author: comment.user.login,
-            association: association(comment.author_association.as_ref()),
-            body: comment.body.unwrap_or_default(),
-            created_at: comment.created_at,
-        }
+impl<'de> Deserialize<'de> for CommentInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawComment::deserialize(deserializer)?;
+        Ok(CommentInfo {
+            id: raw.id,
+            author: raw.user.map(|u| u.login).unwrap_or_else(|| "ghost".to_owned()),
+            association: raw.author_association.unwrap_or_else(|| "NONE".to_owned()),
+            body: raw.body.unwrap_or_default(),
+            created_at: raw.created_at,
+        })
     }
-}
-
-/// The documented upper-case value (`OWNER`, `NONE` ...); absent means `NONE`.
-fn association(value: Option<&AuthorAssociation>) -> String {
-    value
-        .and_then(|a| serde_json::to_value(a).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "NONE".to_owned())
 }

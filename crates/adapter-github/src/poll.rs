@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use bg_run_core::{Author, Error, Result, Task};
 use chrono::Utc;
-use octocrab::models::issues::{Comment, Issue};
 use serde_json::json;
 
 use crate::history::{verdict, History, Verdict};
@@ -122,7 +121,7 @@ impl Core {
     pub(crate) async fn get_issue(&self, number: u64) -> Result<IssueInfo> {
         let what = format!("issue #{number} of {}", self.options.repo);
         let reply = self.http.get(&format!("{}/issues/{number}", self.repo_path())).await?.ok(&what)?;
-        Ok(reply.json::<Issue>(&what)?.into())
+        reply.json::<IssueInfo>(&what)
     }
 
     /// Why an issue cannot be a task at all, whatever its history says.
@@ -260,16 +259,16 @@ impl Core {
         let what = format!("comment on issue #{number}");
         let url = format!("{}/issues/{number}/comments", self.repo_path());
         let reply = self.http.send(http::Method::POST, &url, Some(&json!({ "body": body })), false).await?.ok(&what)?;
-        Ok(reply.json::<Comment>(&what)?.id.into_inner())
+        Ok(reply.json::<CommentInfo>(&what)?.id)
     }
 }
 
 fn parse_issues(reply: &Reply) -> Result<Vec<IssueInfo>> {
-    Ok(reply.json::<Vec<Issue>>("issue list")?.into_iter().map(IssueInfo::from).collect())
+    reply.json("issue list")
 }
 
 fn parse_comments(reply: &Reply) -> Result<Vec<CommentInfo>> {
-    Ok(reply.json::<Vec<Comment>>("comment list")?.into_iter().map(CommentInfo::from).collect())
+    reply.json("comment list")
 }
 
 /// Percent-encodes a query value or path segment (labels may hold spaces, ':' or emoji).

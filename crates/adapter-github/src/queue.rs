@@ -13,7 +13,6 @@ use bg_run_core::{
 };
 use chrono::Utc;
 use http::Method;
-use octocrab::models::issues::Comment;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -155,7 +154,7 @@ impl Core {
     async fn edit_comment(&self, id: u64, body: &str) -> Result<()> {
         let url = format!("{}/issues/comments/{id}", self.repo_path());
         let reply = self.http.send(Method::PATCH, &url, Some(&json!({ "body": body })), true).await?;
-        reply.ok(&format!("comment {id}"))?.json::<Comment>("comment").map(|_| ())
+        reply.ok(&format!("comment {id}"))?.json::<CommentInfo>("comment").map(|_| ())
     }
 
     fn marker(&self, state: MarkState, attempt: u32, claimant: &Claimant) -> Marker {

@@ -20,7 +20,8 @@ pub fn options(fake: &FakeGithub) -> GithubOptions {
     let mut options = GithubOptions::new(RepoRef::new(fake.owner(), fake.repo()).unwrap(), fake.token());
     options.api_url = fake.api_url();
     options.min_write_interval = Duration::from_millis(2);
-    options.stale_after = Duration::from_millis(500);
+    // Long enough that a busy test run never sees its own claims go stale.
+    options.stale_after = Duration::from_secs(60);
     options.max_rate_limit_wait = Duration::from_secs(30);
     options
 }
@@ -70,7 +71,8 @@ pub struct GithubHarness {
 
 pub async fn harness() -> GithubHarness {
     let fake = Arc::new(FakeGithub::start().await);
-    let options = options(&fake);
+    let mut options = options(&fake);
+    options.stale_after = Duration::from_millis(500);
     let queue = connect(options.clone()).await;
     GithubHarness { fake, queue, options }
 }

@@ -127,13 +127,13 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Page `page` of `items` and the `Link` header for page-number pagination: `per_page` defaults
 /// to 30 and is capped at 100; links keep every other query parameter.
-fn paginate(base: &str, path: &str, params: &[(String, String)], items: Vec<Value>) -> (Value, Option<String>) {
+fn paginate<T>(base: &str, path: &str, params: &[(String, String)], items: Vec<T>) -> (Vec<T>, Option<String>) {
     let per_page = param(params, "per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
     let page = param(params, "page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
     let last = items.len().div_ceil(per_page).max(1);
-    let slice: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let slice: Vec<T> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
     if last == 1 {
-        return (Value::Array(slice), None);
+        return (slice, None);
     }
     let url = |p: usize| {
         let mut query: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "page").cloned().collect();
@@ -154,7 +154,7 @@ fn paginate(base: &str, path: &str, params: &[(String, String)], items: Vec<Valu
     if page > 1 {
         links.push(format!("{}; rel=\"first\"", url(1)));
     }
-    (Value::Array(slice), Some(links.join(", ")))
+    (slice, Some(links.join(", ")))
 }
 
 fn issue_number(raw: &str) -> Option<u64> {
@@ -240,7 +240,7 @@ async fn list_issues(
         })
         .filter(|i| since.is_none_or(|t| i.updated_at >= t))
         .collect();
-    let comments = |n: u64| s.comments.values().filter(|c| c.issue == n).count();
+    let comments = |n: u64| s.comment_count(n);
     issues.sort_by(|a, b| {
         let order = match sort {
             "updated" => a.updated_at.cmp(&b.updated_at),
@@ -254,9 +254,9 @@ async fn list_issues(
             order.reverse()
         }
     });
-    let items = issues.into_iter().map(|i| s.issue_json(i)).collect();
     let path = format!("/repos/{owner}/{repo}/issues");
-    let (page, link) = paginate(&s.base, &path, &params, items);
+    let (page, link) = paginate(&s.base, &path, &params, issues);
+    let page = Value::Array(page.into_iter().map(|i| s.issue_json(i)).collect());
     conditional(&headers, StatusCode::OK, &page, link.map(|l| ("link", l)).into_iter().collect())
 }
 
@@ -378,14 +378,10 @@ async fn list_comments(
         return not_found();
     };
     let since = param(&params, "since").and_then(|raw| DateTime::parse_from_rfc3339(raw).ok()).map(|t| t.with_timezone(&Utc));
-    let items = s
-        .comments_of(n)
-        .into_iter()
-        .filter(|c| since.is_none_or(|t| c.updated_at >= t))
-        .map(|c| s.comment_json(c))
-        .collect();
+    let items: Vec<_> = s.comments_of(n).into_iter().filter(|c| since.is_none_or(|t| c.updated_at >= t)).collect();
     let path = format!("/repos/{owner}/{repo}/issues/{n}/comments");
     let (page, link) = paginate(&s.base, &path, &params, items);
+    let page = Value::Array(page.into_iter().map(|c| s.comment_json(c)).collect());
     conditional(&headers, StatusCode::OK, &page, link.map(|l| ("link", l)).into_iter().collect())
 }
 
@@ -491,6 +487,7 @@ async fn list_labels(
     };
     let path = format!("/repos/{owner}/{repo}/issues/{n}/labels");
     let (page, link) = paginate(&s.base, &path, &params, items);
+    let page = Value::Array(page);
     conditional(&headers, StatusCode::OK, &page, link.map(|l| ("link", l)).into_iter().collect())
 }
 

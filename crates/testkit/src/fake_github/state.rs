@@ -114,6 +114,8 @@ pub(super) struct State {
     pub tokens: HashMap<String, String>,
     pub issues: BTreeMap<u64, Issue>,
     pub comments: BTreeMap<u64, Comment>,
+    /// Comment ids per issue, so listing an issue's comments does not scan every comment.
+    by_issue: HashMap<u64, Vec<u64>>,
     pub labels: BTreeMap<String, Label>,
     next_id: u64,
     last_stamp: DateTime<Utc>,
@@ -140,6 +142,7 @@ impl State {
             tokens: HashMap::new(),
             issues: BTreeMap::new(),
             comments: BTreeMap::new(),
+            by_issue: HashMap::new(),
             labels: BTreeMap::new(),
             next_id: 1_000,
             last_stamp: DateTime::<Utc>::MIN_UTC,
@@ -327,6 +330,7 @@ impl State {
         }
         let id = self.next_id();
         let now = self.stamp();
+        self.by_issue.entry(number).or_default().push(id);
         self.comments.insert(
             id,
             Comment { id, issue: number, author: login.to_owned(), body: body.to_owned(), created_at: now, updated_at: now },
@@ -344,7 +348,12 @@ impl State {
     }
 
     pub fn comments_of(&self, number: u64) -> Vec<&Comment> {
-        self.comments.values().filter(|c| c.issue == number).collect()
+        let ids = self.by_issue.get(&number).map(Vec::as_slice).unwrap_or_default();
+        ids.iter().filter_map(|id| self.comments.get(id)).collect()
+    }
+
+    pub fn comment_count(&self, number: u64) -> usize {
+        self.by_issue.get(&number).map(Vec::len).unwrap_or(0)
     }
 
     pub fn view(&self, number: u64) -> Option<IssueView> {
@@ -435,7 +444,7 @@ impl State {
 
     pub fn issue_json(&self, issue: &Issue) -> Value {
         let api = format!("{}/issues/{}", self.repo_api(), issue.number);
-        let comments = self.comments.values().filter(|c| c.issue == issue.number).count();
+        let comments = self.comment_count(issue.number);
         let assignees: Vec<Value> = issue.assignees.iter().map(|a| self.user_json(a)).collect();
         let mut value = json!({
             "id": issue.id,
