@@ -146,7 +146,7 @@ pub(super) async fn gate(AxState(state): AxState<Arc<Mutex<State>>>, mut request
         s.rate.roll_window();
         s.faults.tick(&mut s.rate);
         let delay = s.faults.take_delay();
-        (check(s, request.headers(), arrived), delay)
+        (check(s, request.headers(), Instant::now()), delay)
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
