@@ -137,6 +137,10 @@ pub struct GithubSection {
     pub comment_on_untrusted: Option<bool>,
     pub include_comments: Option<bool>,
     pub stale_after: Option<ConfigDuration>,
+    /// Login of the token's account, where `GET /user` is not available to the token.
+    pub bot_login: Option<String>,
+    /// Least time between two mutating requests; default 1s, as GitHub asks.
+    pub min_write_interval: Option<ConfigDuration>,
 }
 
 macro_rules! overlay {
