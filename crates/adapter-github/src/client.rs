@@ -77,7 +77,8 @@ impl Reply {
     }
 
     pub fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
-        serde_json::from_str(&self.body).map_err(|e| backend(format!("{what}: unexpected response from GitHub: {e}"), false))
+        serde_json::from_str(&self.body)
+            .map_err(|e| backend(format!("{what}: unexpected response from GitHub: {e}"), false))
     }
 
     /// The `rel="next"` URL of a `Link` header.
@@ -205,7 +206,8 @@ impl Http {
                     tokio::time::sleep(server_backoff(failures)).await;
                     continue;
                 }
-                let message = format!("{method} {}: GitHub answered {}: {}", path_of(url), reply.status, reply.message());
+                let message =
+                    format!("{method} {}: GitHub answered {}: {}", path_of(url), reply.status, reply.message());
                 return Err(backend(message, true));
             }
             if reply.status == StatusCode::UNAUTHORIZED {
@@ -221,7 +223,13 @@ impl Http {
         }
     }
 
-    async fn once(&self, method: &Method, url: &str, body: Option<&Value>, etag: Option<&str>) -> Result<Reply, String> {
+    async fn once(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        etag: Option<&str>,
+    ) -> Result<Reply, String> {
         let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let response = match *method {
             Method::GET => {
@@ -293,7 +301,8 @@ mod tests {
     #[test]
     fn maps_statuses_to_core_errors() {
         assert!(matches!(reply(404, r#"{"message":"Not Found"}"#, None).ok("issue #3"), Err(Error::NotFound { .. })));
-        let forbidden = reply(403, r#"{"message":"Resource not accessible by integration"}"#, None).ok("x").unwrap_err();
+        let forbidden =
+            reply(403, r#"{"message":"Resource not accessible by integration"}"#, None).ok("x").unwrap_err();
         assert!(matches!(&forbidden, Error::Unauthorized { message, .. } if message.contains("not accessible")));
         let invalid = reply(422, r#"{"message":"Validation Failed","errors":[{"code":"custom"}]}"#, None);
         let error = invalid.ok("comment").unwrap_err();

@@ -132,7 +132,13 @@ mod tests {
     }
 
     fn comment(id: u64, author: &str, marker: &Marker) -> CommentInfo {
-        CommentInfo { id, author: author.into(), association: "NONE".into(), body: marker.attach("text"), created_at: Utc::now() }
+        CommentInfo {
+            id,
+            author: author.into(),
+            association: "NONE".into(),
+            body: marker.attach("text"),
+            created_at: Utc::now(),
+        }
     }
 
     #[test]
@@ -153,7 +159,10 @@ mod tests {
         let at = |state, attempt, secs_ago: i64| Marker::new(state, attempt, now - chrono::Duration::seconds(secs_ago));
         let one = |m: Marker| History::read(&[comment(1, "bot", &m)], "bot");
 
-        assert_eq!(verdict(&fresh, &History::default(), "agent-working", stale, now), Verdict::Eligible { attempts: 0 });
+        assert_eq!(
+            verdict(&fresh, &History::default(), "agent-working", stale, now),
+            Verdict::Eligible { attempts: 0 }
+        );
         assert_eq!(verdict(&fresh, &one(at(MarkState::Working, 1, 10)), "agent-working", stale, now), Verdict::Held);
         assert_eq!(
             verdict(&fresh, &one(at(MarkState::Working, 2, 61)), "agent-working", stale, now),
@@ -201,7 +210,8 @@ mod tests {
         let base = Marker::new(MarkState::Retry, 1, now);
         let a = Marker::new(MarkState::Working, 2, now);
         let b = Marker::new(MarkState::Superseded, 2, now);
-        let history = History::read(&[comment(10, "bot", &base), comment(12, "bot", &a), comment(11, "bot", &b)], "bot");
+        let history =
+            History::read(&[comment(10, "bot", &base), comment(12, "bot", &a), comment(11, "bot", &b)], "bot");
         assert_eq!(history.first_claim_after(10).unwrap().comment_id, 12);
         assert_eq!(history.latest().unwrap().comment_id, 12);
     }

@@ -9,8 +9,8 @@ use bg_run_core::{Author, Error, Result, Task};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::history::{verdict, History, Verdict};
 use crate::client::{Fetched, Reply};
+use crate::history::{verdict, History, Verdict};
 use crate::markers::{MarkState, Marker};
 use crate::model::{CommentInfo, IssueInfo};
 use crate::queue::Core;
@@ -72,7 +72,9 @@ impl Core {
                     let items = Arc::new(parse(&reply)?);
                     let next = reply.next_page();
                     if let Some(etag) = reply.etag() {
-                        cache.lock().insert(current.clone(), CachedPage { etag, items: items.clone(), next: next.clone() });
+                        cache
+                            .lock()
+                            .insert(current.clone(), CachedPage { etag, items: items.clone(), next: next.clone() });
                     }
                     (items, next)
                 }

@@ -16,8 +16,8 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::history::{verdict, Verdict};
 use crate::client::{Http, ADAPTER};
+use crate::history::{verdict, Verdict};
 use crate::markers::{MarkState, Marker};
 use crate::model::{CommentInfo, IssueInfo};
 use crate::options::GithubOptions;
@@ -264,7 +264,8 @@ impl TaskQueue for GithubQueue {
         let (_, after) = core.history(number).await?;
         if let Some(first) = after.first_claim_after(before).filter(|first| first.comment_id != id) {
             let winner = first.marker.worker.clone().unwrap_or_else(|| "another worker".into());
-            let text = format!("↪️ `{winner}` claimed this issue first; this claim by `{}` is withdrawn.", claimant.worker_id);
+            let text =
+                format!("↪️ `{winner}` claimed this issue first; this claim by `{}` is withdrawn.", claimant.worker_id);
             core.edit_comment(id, &core.marker(MarkState::Superseded, attempt, claimant).attach(&text)).await?;
             return Ok(ClaimOutcome::Taken);
         }
@@ -302,7 +303,9 @@ impl TaskQueue for GithubQueue {
         let id: u64 = claim.token.parse().map_err(|_| Error::conflict("claim token is not a comment id"))?;
         match core.edit_comment(id, &marker.attach(&working_comment(claim))).await {
             Ok(()) => {}
-            Err(Error::NotFound { .. }) => return Err(Error::conflict(format!("the claim comment on #{number} was deleted"))),
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::conflict(format!("the claim comment on #{number} was deleted")))
+            }
             Err(e) => return Err(e),
         }
         core.refreshed().insert(claim.token.clone(), stamped);

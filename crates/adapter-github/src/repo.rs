@@ -21,7 +21,9 @@ impl RepoRef {
     pub fn new(owner: impl Into<String>, name: impl Into<String>) -> Result<Self> {
         let (owner, name) = (owner.into(), name.into());
         check_owner(&owner).and_then(|()| check_name(&name)).map_err(|why| {
-            Error::config(format!("invalid repository '{owner}/{name}': {why}; expected owner/name, like octo-org/widgets"))
+            Error::config(format!(
+                "invalid repository '{owner}/{name}': {why}; expected owner/name, like octo-org/widgets"
+            ))
         })?;
         Ok(RepoRef { owner, name })
     }
@@ -49,7 +51,8 @@ impl RepoRef {
         let url = url.trim();
         // Never echo credentials embedded in a remote URL.
         let shown = redact::redact(url);
-        let bad = |why: &str| Error::config(format!("cannot read a GitHub repository from remote URL '{shown}': {why}"));
+        let bad =
+            |why: &str| Error::config(format!("cannot read a GitHub repository from remote URL '{shown}': {why}"));
         let path = if let Some((_, rest)) = url.split_once("://") {
             let rest = rest.rsplit_once('@').map(|(_, host_path)| host_path).unwrap_or(rest);
             rest.split_once('/').map(|(_, path)| path).ok_or_else(|| bad("no path after the host"))?
@@ -292,8 +295,14 @@ mod tests {
     #[test]
     fn api_url_sources_and_checks() {
         assert_eq!(resolve_api_url_with(None, None, None).unwrap(), DEFAULT_API_URL);
-        assert_eq!(resolve_api_url_with(None, None, Some("https://ghe.local/api/v3/")).unwrap(), "https://ghe.local/api/v3");
-        assert_eq!(resolve_api_url_with(None, Some("http://127.0.0.1:9"), Some("https://x")).unwrap(), "http://127.0.0.1:9");
+        assert_eq!(
+            resolve_api_url_with(None, None, Some("https://ghe.local/api/v3/")).unwrap(),
+            "https://ghe.local/api/v3"
+        );
+        assert_eq!(
+            resolve_api_url_with(None, Some("http://127.0.0.1:9"), Some("https://x")).unwrap(),
+            "http://127.0.0.1:9"
+        );
         assert_eq!(resolve_api_url_with(Some("https://f"), Some("http://c"), None).unwrap(), "https://f");
         let error = resolve_api_url_with(None, Some("api.github.com"), None).unwrap_err().to_string();
         assert!(error.starts_with("config 'api_url': invalid API URL 'api.github.com'"), "{error}");

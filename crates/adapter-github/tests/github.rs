@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bg_run_core::{
-    CancellationToken, Claimant, ClaimOutcome, Error, Failure, FailureKind, Report, RetryDecision, TaskQueue, Usage,
+    CancellationToken, ClaimOutcome, Claimant, Error, Failure, FailureKind, Report, RetryDecision, TaskQueue, Usage,
     Worker,
 };
 use bg_run_github::{GithubQueue, COMMENT_LIMIT};
@@ -177,7 +177,9 @@ async fn pull_requests_are_never_tasks() {
 async fn listing_follows_link_pagination_and_filters() {
     let fake = FakeGithub::start().await;
     let wanted: Vec<u64> = (0..5)
-        .map(|n| fake.open_issue(IssueSpec::new(format!("t{n}")).label(TRIGGER).label("area: docs").assignee("octocat")))
+        .map(|n| {
+            fake.open_issue(IssueSpec::new(format!("t{n}")).label(TRIGGER).label("area: docs").assignee("octocat"))
+        })
         .collect();
     open(&fake, "missing the extra label");
     fake.open_issue(IssueSpec::new("not assigned").label(TRIGGER).label("area: docs"));
@@ -289,7 +291,14 @@ async fn mutating_requests_keep_their_distance() {
     assert!(writes.len() >= 16, "{} writes", writes.len());
     for pair in writes.windows(2) {
         let apart = pair[1].at - pair[0].at;
-        assert!(apart >= gap, "{} {} then {} {} only {apart:?} apart", pair[0].method, pair[0].path, pair[1].method, pair[1].path);
+        assert!(
+            apart >= gap,
+            "{} {} then {} {} only {apart:?} apart",
+            pair[0].method,
+            pair[0].path,
+            pair[1].method,
+            pair[1].path
+        );
     }
 }
 
@@ -381,7 +390,8 @@ async fn the_fakes_json_matches_octocrabs_models() {
     let fake = FakeGithub::start().await;
     let n = fake.open_issue(IssueSpec::new("t").body("b").label(TRIGGER).assignee("octocat").pull_request());
     fake.comment(n, "teammate", Association::Member, "hello");
-    let octo = octocrab::Octocrab::builder().base_uri(fake.api_url()).unwrap().personal_token(fake.token()).build().unwrap();
+    let octo =
+        octocrab::Octocrab::builder().base_uri(fake.api_url()).unwrap().personal_token(fake.token()).build().unwrap();
     let issues: Vec<octocrab::models::issues::Issue> =
         octo.get(format!("/repos/{}/{}/issues", fake.owner(), fake.repo()), None::<&()>).await.unwrap();
     assert!(issues[0].pull_request.is_some());

@@ -94,7 +94,8 @@ async fn the_issue_list_mixes_in_pull_requests_and_paginates_with_link_headers()
     assert!(default.body[0]["pull_request"]["url"].is_string(), "pull requests carry a pull_request key");
     assert!(default.body[1].get("pull_request").is_none());
 
-    let first = call(&octo, "GET", &repo_path(&fake, "/issues?labels=agent&per_page=500&direction=asc"), None, &[]).await;
+    let first =
+        call(&octo, "GET", &repo_path(&fake, "/issues?labels=agent&per_page=500&direction=asc"), None, &[]).await;
     assert_eq!(first.body.as_array().unwrap().len(), 100, "per_page is capped at 100");
     assert_eq!(first.body[0]["number"], 1);
     let link = first.header("link").unwrap();
@@ -107,7 +108,10 @@ async fn the_issue_list_mixes_in_pull_requests_and_paginates_with_link_headers()
     let second = call(&octo, "GET", next, None, &[]).await;
     assert_eq!(second.body.as_array().unwrap().len(), 50);
     let link = second.header("link").unwrap();
-    assert!(link.contains("rel=\"prev\"") && link.contains("rel=\"first\"") && !link.contains("rel=\"next\""), "{link}");
+    assert!(
+        link.contains("rel=\"prev\"") && link.contains("rel=\"first\"") && !link.contains("rel=\"next\""),
+        "{link}"
+    );
 }
 
 #[tokio::test]
@@ -200,8 +204,14 @@ async fn comments_are_created_updated_and_validated() {
     assert_eq!(created.body["author_association"], "COLLABORATOR");
     let id = created.body["id"].as_u64().unwrap();
 
-    let edited = call(&octo, "PATCH", &repo_path(&fake, &format!("/issues/comments/{id}")), Some(json!({ "body": "done" })), &[])
-        .await;
+    let edited = call(
+        &octo,
+        "PATCH",
+        &repo_path(&fake, &format!("/issues/comments/{id}")),
+        Some(json!({ "body": "done" })),
+        &[],
+    )
+    .await;
     assert_eq!((edited.status, edited.body["body"].as_str()), (200, Some("done")));
     let listed = call(&octo, "GET", &comments, None, &[]).await;
     assert_eq!(listed.body[0]["body"], "done");
@@ -233,12 +243,18 @@ async fn unknown_things_are_404_and_issues_can_be_created_and_closed() {
     let no_title = call(&octo, "POST", &repo_path(&fake, "/issues"), Some(json!({ "body": "x" })), &[]).await;
     assert_eq!(no_title.status, 422);
     let created =
-        call(&octo, "POST", &repo_path(&fake, "/issues"), Some(json!({ "title": "new", "labels": ["agent"] })), &[]).await;
+        call(&octo, "POST", &repo_path(&fake, "/issues"), Some(json!({ "title": "new", "labels": ["agent"] })), &[])
+            .await;
     assert_eq!(created.status, 201);
     let n = created.body["number"].as_u64().unwrap();
-    let closed = call(&octo, "PATCH", &repo_path(&fake, &format!("/issues/{n}")), Some(json!({ "state": "closed" })), &[]).await;
-    assert_eq!((closed.body["state"].as_str(), closed.body["state_reason"].as_str()), (Some("closed"), Some("completed")));
-    let bad = call(&octo, "PATCH", &repo_path(&fake, &format!("/issues/{n}")), Some(json!({ "state": "gone" })), &[]).await;
+    let closed =
+        call(&octo, "PATCH", &repo_path(&fake, &format!("/issues/{n}")), Some(json!({ "state": "closed" })), &[]).await;
+    assert_eq!(
+        (closed.body["state"].as_str(), closed.body["state_reason"].as_str()),
+        (Some("closed"), Some("completed"))
+    );
+    let bad =
+        call(&octo, "PATCH", &repo_path(&fake, &format!("/issues/{n}")), Some(json!({ "state": "gone" })), &[]).await;
     assert_eq!(bad.status, 422);
     assert!(!fake.issue(n).unwrap().open);
 }
@@ -293,6 +309,9 @@ async fn the_request_log_records_what_clients_sent() {
     assert_eq!(log[0].header("If-None-Match"), Some("W/\"x\""));
     assert!(log[0].header("authorization").unwrap().ends_with(&fake.token()));
     assert!(!log[0].is_mutation() && log[1].is_mutation());
-    assert_eq!((log[1].status, log[1].path_only()), (201, format!("/repos/octo-org/widgets/issues/{n}/comments").as_str()));
+    assert_eq!(
+        (log[1].status, log[1].path_only()),
+        (201, format!("/repos/octo-org/widgets/issues/{n}/comments").as_str())
+    );
     assert!(log[1].at >= log[0].at);
 }

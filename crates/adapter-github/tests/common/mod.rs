@@ -44,9 +44,7 @@ pub fn markers(issue: &IssueView, bot: &str) -> Vec<(String, u32)> {
             let start = c.body.rfind("<!-- bg-run:v1 ")?;
             let inner = &c.body[start..];
             let field = |key: &str| {
-                inner
-                    .split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
+                inner.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
             };
             Some((field("state")?, field("attempt")?.parse().ok()?))
         })
@@ -57,8 +55,7 @@ pub fn markers(issue: &IssueView, bot: &str) -> Vec<(String, u32)> {
 pub fn attempts(issue: &IssueView, bot: &str) -> u32 {
     markers(issue, bot)
         .into_iter()
-        .filter(|(state, _)| state != "superseded" && state != "untrusted")
-        .next_back()
+        .rfind(|(state, _)| state != "superseded" && state != "untrusted")
         .map(|(_, n)| n)
         .unwrap_or(0)
 }

@@ -63,15 +63,17 @@ fn invalid(resource: &str, field: &str, code: &str, message: Option<&str>, docs:
     if let Some(message) = message {
         detail["message"] = json!(message);
     }
-    let body = json!({ "message": "Validation Failed", "errors": [detail], "documentation_url": docs, "status": "422" });
+    let body =
+        json!({ "message": "Validation Failed", "errors": [detail], "documentation_url": docs, "status": "422" });
     (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+/// Errors are boxed: a `Response` is large and the happy path should not pay for it.
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
     if body.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS))
+    serde_json::from_slice(body).map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS)))
 }
 
 fn etag_of(body: &str) -> String {
@@ -82,10 +84,12 @@ fn etag_of(body: &str) -> String {
 
 fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    headers.get_all("if-none-match").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|candidate| {
-        let candidate = candidate.trim();
-        candidate == "*" || bare(candidate) == bare(etag)
-    })
+    headers.get_all("if-none-match").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |candidate| {
+            let candidate = candidate.trim();
+            candidate == "*" || bare(candidate) == bare(etag)
+        },
+    )
 }
 
 /// A JSON response to a GET, with an `ETag`, answered 304 when the client already has it.
@@ -161,7 +165,11 @@ fn issue_number(raw: &str) -> Option<u64> {
     raw.parse().ok()
 }
 
-async fn current_user(AxState(state): AxState<Shared>, Extension(Login(login)): Extension<Login>, headers: HeaderMap) -> Response {
+async fn current_user(
+    AxState(state): AxState<Shared>,
+    Extension(Login(login)): Extension<Login>,
+    headers: HeaderMap,
+) -> Response {
     let s = lock(&state);
     let mut user = s.user_json(&login);
     user["name"] = Value::Null;
@@ -269,7 +277,7 @@ async fn create_issue(
     let docs = "https://docs.github.com/rest/issues/issues#create-an-issue";
     let input = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(&state);
     if !s.is_repo(&owner, &repo) {
@@ -328,7 +336,7 @@ async fn update_issue(
     let docs = "https://docs.github.com/rest/issues/issues#update-an-issue";
     let input = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(&state);
     let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
@@ -377,7 +385,8 @@ async fn list_comments(
     let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
         return not_found();
     };
-    let since = param(&params, "since").and_then(|raw| DateTime::parse_from_rfc3339(raw).ok()).map(|t| t.with_timezone(&Utc));
+    let since =
+        param(&params, "since").and_then(|raw| DateTime::parse_from_rfc3339(raw).ok()).map(|t| t.with_timezone(&Utc));
     let items: Vec<_> = s.comments_of(n).into_iter().filter(|c| since.is_none_or(|t| c.updated_at >= t)).collect();
     let path = format!("/repos/{owner}/{repo}/issues/{n}/comments");
     let (page, link) = paginate(&s.base, &path, &params, items);
@@ -386,13 +395,17 @@ async fn list_comments(
 }
 
 /// The comment body from a create or update request, checked as GitHub checks it.
-fn comment_body(input: &Value, docs: &str) -> Result<String, Response> {
+fn comment_body(input: &Value, docs: &str) -> Result<String, Box<Response>> {
     match input.get("body").and_then(Value::as_str) {
-        None => Err(invalid("IssueComment", "body", "missing_field", None, docs)),
-        Some(b) if b.trim().is_empty() => Err(invalid("IssueComment", "body", "missing_field", None, docs)),
-        Some(b) if b.chars().count() > MAX_BODY_CHARS => {
-            Err(invalid("IssueComment", "body", "custom", Some("Body is too long (maximum is 65536 characters)"), docs))
-        }
+        None => Err(Box::new(invalid("IssueComment", "body", "missing_field", None, docs))),
+        Some(b) if b.trim().is_empty() => Err(Box::new(invalid("IssueComment", "body", "missing_field", None, docs))),
+        Some(b) if b.chars().count() > MAX_BODY_CHARS => Err(Box::new(invalid(
+            "IssueComment",
+            "body",
+            "custom",
+            Some("Body is too long (maximum is 65536 characters)"),
+            docs,
+        ))),
         Some(b) => Ok(b.to_owned()),
     }
 }
@@ -406,7 +419,7 @@ async fn create_comment(
     let docs = "https://docs.github.com/rest/issues/comments#create-an-issue-comment";
     let input = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(&state);
     let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
@@ -414,7 +427,7 @@ async fn create_comment(
     };
     let text = match comment_body(&input, docs) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match s.add_comment(n, &login, &text) {
         Ok(id) => {
@@ -448,7 +461,7 @@ async fn update_comment(
     let docs = "https://docs.github.com/rest/issues/comments#update-an-issue-comment";
     let input = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(&state);
     let Some(id) = id.parse::<u64>().ok().filter(|id| s.comments.contains_key(id) && s.is_repo(&owner, &repo)) else {
@@ -456,7 +469,7 @@ async fn update_comment(
     };
     let text = match comment_body(&input, docs) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // Only the author (or a maintainer) may edit; the bot edits its own comments.
     let author = s.comments[&id].author.clone();
@@ -499,7 +512,7 @@ async fn add_labels(
     let docs = "https://docs.github.com/rest/issues/labels#add-labels-to-an-issue";
     let input = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(&state);
     let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {

@@ -204,7 +204,15 @@ impl State {
     pub fn open_issue(&mut self, spec: IssueSpec) -> u64 {
         let author = spec.author.unwrap_or_else(|| self.owner.clone());
         self.ensure_user(&author, spec.association);
-        self.create_issue(&author, spec.association, spec.title, spec.body, spec.labels, spec.assignees, spec.pull_request)
+        self.create_issue(
+            &author,
+            spec.association,
+            spec.title,
+            spec.body,
+            spec.labels,
+            spec.assignees,
+            spec.pull_request,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -333,7 +341,14 @@ impl State {
         self.by_issue.entry(number).or_default().push(id);
         self.comments.insert(
             id,
-            Comment { id, issue: number, author: login.to_owned(), body: body.to_owned(), created_at: now, updated_at: now },
+            Comment {
+                id,
+                issue: number,
+                author: login.to_owned(),
+                body: body.to_owned(),
+                created_at: now,
+                updated_at: now,
+            },
         );
         self.touch(number);
         Ok(id)
