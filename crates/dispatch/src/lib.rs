@@ -10,6 +10,8 @@
 //! - [`capture`]: capped tail buffers and line streaming.
 //! - [`signal`]: signalling a whole process group (the crate's only `unsafe`).
 //!
+//! On those pieces: [`workspace`] (a git worktree and branch per task around any dispatcher).
+//!
 //! This crate depends on `bg-run-core` only and knows no tracker.
 
 pub mod capture;
@@ -18,9 +20,11 @@ pub mod env;
 pub mod process;
 pub mod prompt;
 pub mod signal;
+pub mod workspace;
 
 pub use capture::Stream;
 pub use command::{CommandDispatcher, CommandSpec};
 pub use env::{EnvPolicy, ResolvedEnv};
 pub use process::{run_process, Exit, ProcessError, ProcessResult, ProcessSpec, Stop};
 pub use prompt::{render_prompt, sanitize, Placeholder, TaskVars, Template};
+pub use workspace::{Keep, WorkspaceDispatcher, WorkspaceMode};
