@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use bg_run_core::{Error, NewTask, Result, TaskId};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
 
-use crate::db::Db;
+use crate::db::Shared;
 use crate::error::Context;
 use crate::queue::{record_attempt, SqliteQueue};
 use crate::record::{
@@ -33,11 +33,11 @@ fn check_new(task: &NewTask) -> Result<()> {
     Ok(())
 }
 
-fn insert(db: &Db, tx: &Connection, task: &NewTask, now: i64) -> Result<TaskId> {
+fn insert(db: &Shared, conn: &Connection, task: &NewTask, now: i64) -> Result<TaskId> {
     let queue = task.queue.as_deref().map(str::trim).unwrap_or(&db.queue);
     let run_at = task.run_at.map(to_ms).unwrap_or(now);
     let labels = labels_json(&task.labels);
-    let mut stmt = tx.prepare_cached(INSERT).ctx("adding a task")?;
+    let mut stmt = conn.prepare_cached(INSERT).ctx("adding a task")?;
     let params = rusqlite::params![
         queue,
         task.title,
@@ -52,7 +52,7 @@ fn insert(db: &Db, tx: &Connection, task: &NewTask, now: i64) -> Result<TaskId> 
     let id = match stmt.query_row(params, |row| row.get::<_, i64>(0)).optional().ctx("adding a task")? {
         Some(id) => id,
         // The unique key is already taken: enqueueing is idempotent, so answer the first task.
-        None => tx
+        None => conn
             .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND unique_key = ?2")
             .and_then(|mut s| s.query_row(rusqlite::params![queue, task.unique_key], |row| row.get::<_, i64>(0)))
             .ctx("adding a task")?,
@@ -98,24 +98,21 @@ fn get_sync(conn: &Connection, id: i64) -> Result<TaskRecord> {
     Ok(task)
 }
 
-/// A human's change to one task: looks at the current status inside a write transaction, lets
-/// `change` decide (returning the UPDATE to run, or an error), and answers the updated record.
+/// A human's change to one task: looks at the current status (inside the write transaction every
+/// operation runs in), lets `change` refuse or apply it, and answers the updated record.
 fn change_status(
-    conn: &mut Connection,
+    conn: &Connection,
     id: i64,
     doing: &'static str,
-    change: impl FnOnce(Status, &rusqlite::Transaction<'_>, i64) -> Result<()>,
+    change: impl FnOnce(Status, &Connection, i64) -> Result<()>,
 ) -> Result<TaskRecord> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(doing)?;
-    let status: Status = tx
+    let status: Status = conn
         .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |row| row.get(0))
         .optional()
         .ctx(doing)?
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
-    change(status, &tx, now_ms())?;
-    let task = get_sync(&tx, id)?;
-    tx.commit().ctx(doing)?;
-    Ok(task)
+    change(status, conn, now_ms())?;
+    get_sync(conn, id)
 }
 
 impl SqliteQueue {
@@ -128,10 +125,7 @@ impl SqliteQueue {
         self.db
             .call(move |db, conn| {
                 let now = now_ms();
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("adding tasks")?;
-                let ids = tasks.iter().map(|task| insert(db, &tx, task, now)).collect::<Result<Vec<_>>>()?;
-                tx.commit().ctx("adding tasks")?;
-                Ok(ids)
+                tasks.iter().map(|task| insert(db, conn, task, now)).collect::<Result<Vec<_>>>()
             })
             .await
     }
@@ -140,14 +134,12 @@ impl SqliteQueue {
     pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
         self.db
             .call(move |_, conn| {
-                // One read transaction, so the history matches the tasks.
-                let tx = conn.transaction().ctx("listing tasks")?;
                 let sql = match status {
                     None => format!("SELECT {RECORD_COLUMNS} FROM tasks ORDER BY id"),
                     Some(_) => format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE status = ?1 ORDER BY id"),
                 };
                 let mut tasks = {
-                    let mut stmt = tx.prepare_cached(&sql).ctx("listing tasks")?;
+                    let mut stmt = conn.prepare_cached(&sql).ctx("listing tasks")?;
                     let rows = match status {
                         None => stmt.query_map([], record::task_record),
                         Some(status) => stmt.query_map([status], record::task_record),
@@ -155,11 +147,10 @@ impl SqliteQueue {
                     .ctx("listing tasks")?;
                     rows.collect::<rusqlite::Result<Vec<_>>>().ctx("listing tasks")?
                 };
-                let mut history = history(&tx, status)?;
+                let mut history = history(conn, status)?;
                 for task in &mut tasks {
                     task.history = history.remove(&task.id).unwrap_or_default();
                 }
-                tx.commit().ctx("listing tasks")?;
                 Ok(tasks)
             })
             .await
@@ -168,14 +159,7 @@ impl SqliteQueue {
     /// One task with its history. `Error::NotFound` ("task 42 not found") when there is none.
     pub async fn get(&self, id: &str) -> Result<TaskRecord> {
         let id = parse_id(id)?;
-        self.db
-            .call(move |_, conn| {
-                let tx = conn.transaction().ctx("reading a task")?;
-                let task = get_sync(&tx, id)?;
-                tx.commit().ctx("reading a task")?;
-                Ok(task)
-            })
-            .await
+        self.db.call(move |_, conn| get_sync(conn, id)).await
     }
 
     /// Closes a task that is not running (a human is done with it).

@@ -11,7 +11,7 @@ pub(crate) const ADAPTER: &str = "sqlite";
 ///
 /// Busy and locked databases are retryable: another process holds the write lock longer than the
 /// busy timeout, and the same call will normally succeed a moment later.
-pub(crate) fn backend(context: &str, error: rusqlite::Error) -> Error {
+pub(crate) fn backend(context: &str, error: &rusqlite::Error) -> Error {
     let retryable = matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked));
     Error::backend(ADAPTER, format!("{context}: {error}"), retryable)
 }
@@ -46,6 +46,6 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for rusqlite::Result<T> {
     fn ctx(self, doing: &str) -> bg_run_core::Result<T> {
-        self.map_err(|e| backend(doing, e))
+        self.map_err(|e| backend(doing, &e))
     }
 }

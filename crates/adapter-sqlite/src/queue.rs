@@ -9,9 +9,9 @@ use bg_run_core::{
     TaskQueue, Usage,
 };
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Row};
 
-use crate::db::{run_blocking, Db};
+use crate::db::{run_blocking, Db, Shared};
 use crate::error::Context;
 use crate::options::SqliteOptions;
 use crate::record::{self, from_ms, now_ms, parse_id, to_ms, AttemptOutcome};
@@ -28,9 +28,9 @@ pub struct SqliteQueue {
 impl std::fmt::Debug for SqliteQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteQueue")
-            .field("path", &self.db.path)
-            .field("queue", &self.db.queue)
-            .field("labels", &self.db.labels)
+            .field("path", &self.db.shared.path)
+            .field("queue", &self.db.shared.queue)
+            .field("labels", &self.db.shared.labels)
             .finish()
     }
 }
@@ -47,23 +47,23 @@ impl SqliteQueue {
     }
 
     pub fn path(&self) -> &std::path::Path {
-        &self.db.path
+        &self.db.shared.path
     }
 
     /// The named queue this handle claims from.
     pub fn queue_name(&self) -> &str {
-        &self.db.queue
+        &self.db.shared.queue
     }
 
     /// The label filter this handle claims with.
     pub fn labels(&self) -> &[String] {
-        &self.db.labels
+        &self.db.shared.labels
     }
 }
 
 type Params<'a> = Vec<(&'a str, &'a dyn ToSql)>;
 
-fn with_labels<'a>(db: &'a Db, mut params: Params<'a>) -> Params<'a> {
+fn with_labels<'a>(db: &'a Shared, mut params: Params<'a>) -> Params<'a> {
     if let Some(labels) = &db.labels_json {
         params.push((":labels", labels));
     }
@@ -88,13 +88,12 @@ fn priority_then_id(task: &Task) -> (std::cmp::Reverse<i64>, i64) {
     (std::cmp::Reverse(priority), task.id.as_str().parse().unwrap_or(i64::MAX))
 }
 
-fn claim_batch_sync(db: &Db, conn: &mut Connection, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
+fn claim_batch_sync(db: &Shared, conn: &Connection, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
     let now = now_ms();
     let until = now.saturating_add(lease_ms(claimant));
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("claiming tasks")?;
     let rows = {
-        let mut stmt = tx.prepare_cached(&db.sql.claim_batch).ctx("claiming tasks")?;
+        let mut stmt = conn.prepare_cached(&db.sql.claim_batch).ctx("claiming tasks")?;
         let params = with_labels(
             db,
             vec![
@@ -109,7 +108,6 @@ fn claim_batch_sync(db: &Db, conn: &mut Connection, max: usize, claimant: &Claim
         let rows = stmt.query_map(params.as_slice(), claimed_row).ctx("claiming tasks")?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx("claiming tasks")?
     };
-    tx.commit().ctx("claiming tasks")?;
     let mut claims: Vec<Claim> =
         rows.into_iter().map(|(task, token)| into_claim(task, token, claimant, until)).collect();
     // RETURNING gives rows in no particular order; hand them out in the order they were chosen.
@@ -117,12 +115,11 @@ fn claim_batch_sync(db: &Db, conn: &mut Connection, max: usize, claimant: &Claim
     Ok(claims)
 }
 
-fn claim_one_sync(db: &Db, conn: &mut Connection, id: i64, claimant: &Claimant) -> Result<ClaimOutcome> {
+fn claim_one_sync(db: &Shared, conn: &Connection, id: i64, claimant: &Claimant) -> Result<ClaimOutcome> {
     let now = now_ms();
     let until = now.saturating_add(lease_ms(claimant));
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("claiming a task")?;
     let row = {
-        let mut stmt = tx.prepare_cached(&db.sql.claim_one).ctx("claiming a task")?;
+        let mut stmt = conn.prepare_cached(&db.sql.claim_one).ctx("claiming a task")?;
         let params = with_labels(
             db,
             vec![
@@ -136,14 +133,13 @@ fn claim_one_sync(db: &Db, conn: &mut Connection, id: i64, claimant: &Claimant) 
         );
         stmt.query_row(params.as_slice(), claimed_row).optional().ctx("claiming a task")?
     };
-    tx.commit().ctx("claiming a task")?;
     Ok(match row {
         Some((task, token)) => ClaimOutcome::Claimed(Box::new(into_claim(task, token, claimant, until))),
         None => ClaimOutcome::Taken,
     })
 }
 
-fn poll_sync(db: &Db, conn: &Connection, max: usize) -> Result<Vec<Task>> {
+fn poll_sync(db: &Shared, conn: &Connection, max: usize) -> Result<Vec<Task>> {
     let now = now_ms();
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(&db.sql.poll).ctx("polling tasks")?;
@@ -181,22 +177,20 @@ struct Ending<'a> {
     message: Option<&'a str>,
 }
 
-fn end_attempt(conn: &mut Connection, claim: &Claim, ending: Ending<'_>) -> Result<()> {
+fn end_attempt(conn: &Connection, claim: &Claim, ending: Ending<'_>) -> Result<()> {
     let id = parse_id(claim.task.id.as_str())?;
     let now = now_ms();
     let mut params = ending.params;
     params.extend([(":id", &id as &dyn ToSql), (":token", &claim.token), (":now", &now)]);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(ending.doing)?;
-    let claimed_at: Option<Option<i64>> = tx
+    let claimed_at: Option<Option<i64>> = conn
         .prepare_cached(ending.update)
         .and_then(|mut stmt| stmt.query_row(params.as_slice(), |row| row.get(0)).optional())
         .ctx(ending.doing)?;
     let Some(started_at) = claimed_at else {
-        drop(tx);
         return Err(lost_claim(conn, id, &claim.token));
     };
     record_attempt(
-        &tx,
+        conn,
         id,
         claim.attempt,
         started_at,
@@ -205,13 +199,12 @@ fn end_attempt(conn: &mut Connection, claim: &Claim, ending: Ending<'_>) -> Resu
         ending.message,
         Some(&claim.claimant.worker_id),
     )
-    .ctx(ending.doing)?;
-    tx.commit().ctx(ending.doing)
+    .ctx(ending.doing)
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_attempt(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     task_id: i64,
     number: u32,
     started_at: Option<i64>,
@@ -220,7 +213,7 @@ pub(crate) fn record_attempt(
     message: Option<&str>,
     worker: Option<&str>,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?

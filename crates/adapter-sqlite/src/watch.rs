@@ -8,7 +8,7 @@ use rusqlite::types::ToSql;
 use rusqlite::Connection;
 use tokio::time::Instant;
 
-use crate::db::Db;
+use crate::db::{Db, Shared};
 use crate::error::Context;
 use crate::record::now_ms;
 
@@ -22,7 +22,7 @@ fn data_version(conn: &Connection) -> bg_run_core::Result<i64> {
 
 /// Earliest time (ms) at which a task of this queue becomes eligible: a pending task's run_at or
 /// a running task's lease expiry.
-fn next_due(db: &Db, conn: &Connection) -> bg_run_core::Result<Option<i64>> {
+fn next_due(db: &Shared, conn: &Connection) -> bg_run_core::Result<Option<i64>> {
     let mut params: Vec<(&str, &dyn ToSql)> = vec![(":queue", &db.queue)];
     if let Some(labels) = &db.labels_json {
         params.push((":labels", labels));
