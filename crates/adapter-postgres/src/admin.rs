@@ -2,7 +2,9 @@
 
 use bg_run_core::{Error, NewTask, Result, TaskId};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::Row;
+
+use crate::db::Db;
 
 use crate::error::{backend, corrupt};
 use crate::record::{attempt_from_row, record_from_row, Status, TaskRecord, ATTEMPT_COLUMNS, RECORD_COLUMNS};
@@ -115,7 +117,7 @@ fn check_text(what: &str, text: &str) -> Result<()> {
 /// Inserts all tasks in one statement; returns their ids in input order. A task whose unique key
 /// already exists in its queue is not inserted again: the existing task's id is returned.
 pub(crate) async fn enqueue_many(
-    pool: &PgPool,
+    db: &Db,
     sql: &AdminSql,
     default_queue: &str,
     tasks: Vec<NewTask>,
@@ -154,16 +156,18 @@ pub(crate) async fn enqueue_many(
         run_at.push(task.run_at);
         keys.push(task.unique_key);
     }
-    let rows = sqlx::query(&sql.enqueue)
-        .bind(&queues)
-        .bind(titles)
-        .bind(bodies)
-        .bind(labels)
-        .bind(priorities)
-        .bind(max_attempts)
-        .bind(run_at)
-        .bind(&keys)
-        .fetch_all(pool)
+    let rows = db
+        .fetch_all(
+            sqlx::query(&sql.enqueue)
+                .bind(&queues)
+                .bind(titles)
+                .bind(bodies)
+                .bind(labels)
+                .bind(priorities)
+                .bind(max_attempts)
+                .bind(run_at)
+                .bind(&keys),
+        )
         .await
         .map_err(|e| backend("adding tasks", e))?;
     let mut ids = Vec::with_capacity(n);
@@ -179,10 +183,8 @@ pub(crate) async fn enqueue_many(
     if !missing.is_empty() {
         let key_queues: Vec<&str> = missing.iter().map(|&i| queues[i].as_str()).collect();
         let key_values: Vec<Option<&str>> = missing.iter().map(|&i| keys[i].as_deref()).collect();
-        let found = sqlx::query(&sql.existing_keys)
-            .bind(key_queues)
-            .bind(key_values)
-            .fetch_all(pool)
+        let found = db
+            .fetch_all(sqlx::query(&sql.existing_keys).bind(key_queues).bind(key_values))
             .await
             .map_err(|e| backend("looking up existing unique keys", e))?;
         let mut resolved = 0;
@@ -205,34 +207,23 @@ pub(crate) async fn enqueue_many(
     Ok(ids.into_iter().map(|id| TaskId(id.to_string())).collect())
 }
 
-pub(crate) async fn list(
-    pool: &PgPool,
-    sql: &AdminSql,
-    queue: &str,
-    status: Option<Status>,
-) -> Result<Vec<TaskRecord>> {
-    let rows = sqlx::query(&sql.list)
-        .bind(queue)
-        .bind(status.map(Status::as_str))
-        .fetch_all(pool)
+pub(crate) async fn list(db: &Db, sql: &AdminSql, queue: &str, status: Option<Status>) -> Result<Vec<TaskRecord>> {
+    let rows = db
+        .fetch_all(sqlx::query(&sql.list).bind(queue).bind(status.map(Status::as_str)))
         .await
         .map_err(|e| backend("listing tasks", e))?;
     rows.iter().map(record_from_row).collect()
 }
 
-pub(crate) async fn get(pool: &PgPool, sql: &AdminSql, id: i64) -> Result<TaskRecord> {
-    let row = sqlx::query(&sql.get)
-        .bind(id)
-        .fetch_optional(pool)
+pub(crate) async fn get(db: &Db, sql: &AdminSql, id: i64) -> Result<TaskRecord> {
+    let row = db
+        .fetch_optional(sqlx::query(&sql.get).bind(id))
         .await
         .map_err(|e| backend("reading a task", e))?
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
     let mut record = record_from_row(&row)?;
-    let history = sqlx::query(&sql.history)
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| backend("reading a task's attempts", e))?;
+    let history =
+        db.fetch_all(sqlx::query(&sql.history).bind(id)).await.map_err(|e| backend("reading a task's attempts", e))?;
     record.history = history.iter().map(attempt_from_row).collect::<Result<_>>()?;
     Ok(record)
 }
@@ -245,15 +236,14 @@ pub(crate) enum Action {
     Retry,
 }
 
-pub(crate) async fn change(pool: &PgPool, sql: &AdminSql, id: i64, action: Action) -> Result<TaskRecord> {
+pub(crate) async fn change(db: &Db, sql: &AdminSql, id: i64, action: Action) -> Result<TaskRecord> {
     let (statement, doing) = match action {
         Action::Close => (&sql.close, "closing"),
         Action::Cancel => (&sql.cancel, "cancelling"),
         Action::Retry => (&sql.retry, "retrying"),
     };
-    let row = sqlx::query(statement)
-        .bind(id)
-        .fetch_optional(pool)
+    let row = db
+        .fetch_optional(sqlx::query(statement).bind(id))
         .await
         .map_err(|e| backend(&format!("{doing} task {id}"), e))?
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
@@ -267,5 +257,5 @@ pub(crate) async fn change(pool: &PgPool, sql: &AdminSql, id: i64, action: Actio
         };
         return Err(Error::conflict(format!("task {id} is {before}: {hint}")));
     }
-    get(pool, sql, id).await
+    get(db, sql, id).await
 }

@@ -1,5 +1,11 @@
 //! Claims on bg-run's own table: one statement finds, locks and leases up to N tasks.
 //!
+//! Claims and heartbeats commit asynchronously (`synchronous_commit = off` for their own
+//! transaction only): they return without waiting for the WAL flush, which on ordinary disks
+//! takes milliseconds. A clean server restart loses nothing; a server crash may forget the last
+//! fraction of a second of claims, and those tasks are simply claimed and run again (the earlier
+//! run's report then conflicts and is dropped). Reports and enqueues always commit durably.
+//!
 //! Expired leases come first (their tasks have waited longest), then pending tasks by priority,
 //! run time and id. `FOR UPDATE SKIP LOCKED` lets any number of workers claim at once without
 //! blocking each other or ever winning the same row. A task whose lease expired was claimed
@@ -11,7 +17,9 @@ use std::time::Duration;
 use bg_run_core::{Claim, ClaimOutcome, Claimant, Result, Task};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::Row;
+
+use crate::db::Db;
 
 use crate::error::{backend, claim_lost, corrupt};
 use crate::record::{task_from_row, TASK_COLUMNS};
@@ -71,7 +79,8 @@ fn claim_statement(s: &str, by_id: bool) -> String {
                    'the lease expired before the worker reported back', 'transient'
             FROM picked WHERE stale
         )
-        SELECT * FROM claimed WHERE status = 'running' ORDER BY priority DESC, id"
+        SELECT *, set_config('synchronous_commit', 'off', true) AS async_commit
+        FROM claimed WHERE status = 'running' ORDER BY priority DESC, id"
     )
 }
 
@@ -90,7 +99,7 @@ impl ClaimSql {
             heartbeat: format!(
                 "UPDATE {s}.tasks SET lease_until = now() + make_interval(secs => $3)
                  WHERE id = $1 AND lease_token = $2 AND status = 'running'
-                 RETURNING lease_until"
+                 RETURNING lease_until, set_config('synchronous_commit', 'off', true) AS async_commit"
             ),
         }
     }
@@ -130,7 +139,7 @@ fn into_claim(row: &PgRow, token: i64, claimant: &Claimant) -> Result<Claim> {
 }
 
 pub(crate) async fn claim_batch(
-    pool: &PgPool,
+    db: &Db,
     sql: &ClaimSql,
     scope: &Scope<'_>,
     max: usize,
@@ -140,22 +149,24 @@ pub(crate) async fn claim_batch(
         return Ok(Vec::new());
     }
     let token = new_token();
-    let rows = sqlx::query(&sql.batch)
-        .bind(scope.queue)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .bind(&claimant.worker_id)
-        .bind(token)
-        .bind(lease_secs(claimant.lease))
-        .bind(i32::try_from(claimant.max_attempts).unwrap_or(i32::MAX))
-        .bind(scope.labels)
-        .fetch_all(pool)
+    let rows = db
+        .fetch_all(
+            sqlx::query(&sql.batch)
+                .bind(scope.queue)
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .bind(&claimant.worker_id)
+                .bind(token)
+                .bind(lease_secs(claimant.lease))
+                .bind(i32::try_from(claimant.max_attempts).unwrap_or(i32::MAX))
+                .bind(scope.labels),
+        )
         .await
         .map_err(|e| backend("claiming tasks", e))?;
     rows.iter().map(|row| into_claim(row, token, claimant)).collect()
 }
 
 pub(crate) async fn claim_one(
-    pool: &PgPool,
+    db: &Db,
     sql: &ClaimSql,
     scope: &Scope<'_>,
     task: &Task,
@@ -165,16 +176,18 @@ pub(crate) async fn claim_one(
         return Ok(ClaimOutcome::Taken);
     };
     let token = new_token();
-    let row = sqlx::query(&sql.by_id)
-        .bind(scope.queue)
-        .bind(1_i64)
-        .bind(&claimant.worker_id)
-        .bind(token)
-        .bind(lease_secs(claimant.lease))
-        .bind(i32::try_from(claimant.max_attempts).unwrap_or(i32::MAX))
-        .bind(scope.labels)
-        .bind(id)
-        .fetch_optional(pool)
+    let row = db
+        .fetch_optional(
+            sqlx::query(&sql.by_id)
+                .bind(scope.queue)
+                .bind(1_i64)
+                .bind(&claimant.worker_id)
+                .bind(token)
+                .bind(lease_secs(claimant.lease))
+                .bind(i32::try_from(claimant.max_attempts).unwrap_or(i32::MAX))
+                .bind(scope.labels)
+                .bind(id),
+        )
         .await
         .map_err(|e| backend("claiming a task", e))?;
     match row {
@@ -183,24 +196,20 @@ pub(crate) async fn claim_one(
     }
 }
 
-pub(crate) async fn poll(pool: &PgPool, sql: &ClaimSql, scope: &Scope<'_>, max: usize) -> Result<Vec<Task>> {
-    let rows = sqlx::query(&sql.poll)
-        .bind(scope.queue)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .bind(scope.labels)
-        .fetch_all(pool)
+pub(crate) async fn poll(db: &Db, sql: &ClaimSql, scope: &Scope<'_>, max: usize) -> Result<Vec<Task>> {
+    let rows = db
+        .fetch_all(
+            sqlx::query(&sql.poll).bind(scope.queue).bind(i64::try_from(max).unwrap_or(i64::MAX)).bind(scope.labels),
+        )
         .await
         .map_err(|e| backend("polling tasks", e))?;
     rows.iter().map(task_from_row).collect()
 }
 
-pub(crate) async fn heartbeat(pool: &PgPool, sql: &ClaimSql, claim: &Claim) -> Result<()> {
+pub(crate) async fn heartbeat(db: &Db, sql: &ClaimSql, claim: &Claim) -> Result<()> {
     let (id, token) = parse_claim(claim)?;
-    let extended = sqlx::query(&sql.heartbeat)
-        .bind(id)
-        .bind(token)
-        .bind(lease_secs(claim.claimant.lease))
-        .fetch_optional(pool)
+    let extended = db
+        .fetch_optional(sqlx::query(&sql.heartbeat).bind(id).bind(token).bind(lease_secs(claim.claimant.lease)))
         .await
         .map_err(|e| backend("extending a lease", e))?;
     match extended {

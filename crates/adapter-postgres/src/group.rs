@@ -11,9 +11,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bg_run_core::{Error, Result};
-use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::db::Db;
 use crate::error::ADAPTER;
 use crate::report::{write_completions, write_failures, Completion, FailureRow, ReportSql};
 
@@ -45,9 +45,9 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer: at most `max_rows` rows per statement, at most `in_flight` statements
     /// at once. While all are in flight new calls queue up and form the next, larger batch.
-    pub(crate) fn start(pool: PgPool, sql: Arc<ReportSql>, max_rows: usize, in_flight: usize) -> Self {
+    pub(crate) fn start(db: Arc<Db>, sql: Arc<ReportSql>, max_rows: usize, in_flight: usize) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, pool, sql, max_rows.max(1), in_flight.max(1)));
+        tokio::spawn(run(rx, db, sql, max_rows.max(1), in_flight.max(1)));
         GroupCommit { jobs }
     }
 
@@ -62,7 +62,7 @@ impl GroupCommit {
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
-    pool: PgPool,
+    db: Arc<Db>,
     sql: Arc<ReportSql>,
     max_rows: usize,
     in_flight: usize,
@@ -98,15 +98,15 @@ async fn run(
             }
         }
         held.extend(again);
-        let (pool, sql) = (pool.clone(), sql.clone());
+        let (db, sql) = (db.clone(), sql.clone());
         tokio::spawn(async move {
-            flush(&pool, &sql, batch).await;
+            flush(&db, &sql, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn flush(pool: &PgPool, sql: &ReportSql, batch: Vec<Job>) {
+async fn flush(db: &Db, sql: &ReportSql, batch: Vec<Job>) {
     let mut completes = Vec::new();
     let mut fails = Vec::new();
     for job in batch {
@@ -118,12 +118,12 @@ async fn flush(pool: &PgPool, sql: &ReportSql, batch: Vec<Job>) {
     if !completes.is_empty() {
         let (rows, replies): (Vec<_>, Vec<_>) = completes.into_iter().unzip();
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        answer(ids, replies, write_completions(pool, sql, rows).await);
+        answer(ids, replies, write_completions(db, sql, rows).await);
     }
     if !fails.is_empty() {
         let (rows, replies): (Vec<_>, Vec<_>) = fails.into_iter().unzip();
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        answer(ids, replies, write_failures(pool, sql, rows).await);
+        answer(ids, replies, write_failures(db, sql, rows).await);
     }
 }
 

@@ -35,6 +35,7 @@
 
 mod admin;
 mod claim;
+mod db;
 mod error;
 mod group;
 mod listen;
@@ -55,10 +56,10 @@ use bg_run_core::{
     TaskId, TaskQueue,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 
 use crate::admin::{Action, AdminSql};
 use crate::claim::{ClaimSql, Scope};
+use crate::db::Db;
 use crate::error::{backend, claim_lost, ADAPTER};
 use crate::group::{GroupCommit, Write};
 use crate::listen::Wakeup;
@@ -76,11 +77,14 @@ pub struct PostgresQueue {
 }
 
 struct Inner {
-    pool: PgPool,
+    db: Arc<Db>,
     schema: String,
     queue: String,
     labels: Vec<String>,
     batch: usize,
+    /// Claim statements run at once by one `claim_batch` call; half the pool leaves room for
+    /// reports.
+    parallel_claims: usize,
     claims: ClaimSql,
     reports: Arc<ReportSql>,
     admin: AdminSql,
@@ -129,7 +133,10 @@ impl PostgresQueue {
         register_url_password(&options.url);
         let connect = PgConnectOptions::from_str(options.url.trim())
             .map_err(|e| Error::config(redact(&format!("{ADAPTER}: invalid database URL: {e}"))))?
-            .application_name("bg-run");
+            .application_name("bg-run")
+            // Every statement is a fixed, parameterised OLTP statement whose generic plan is the
+            // right one; re-planning each execution would cost more than running it.
+            .options([("plan_cache_mode", "force_generic_plan")]);
         // No ping before each use: sqlx already checks a connection when it is given back, and
         // one that died idle (a server restart) fails its next statement with a retryable error.
         let pool = PgPoolOptions::new()
@@ -151,9 +158,10 @@ impl PostgresQueue {
         let reports = Arc::new(ReportSql::new(&s, &channel));
         // Group commit only pays off with several rows per statement, and the mapped table
         // writes two tables per report, so it writes row by row.
+        let db = Arc::new(Db::new(pool, options.pool_size, options.connect_timeout));
         let group = (options.batch > 1 && mapped.is_none()).then(|| {
             let in_flight = usize::try_from(options.pool_size / 4).unwrap_or(1).clamp(1, 4);
-            GroupCommit::start(pool.clone(), reports.clone(), options.batch, in_flight)
+            GroupCommit::start(db.clone(), reports.clone(), options.batch, in_flight)
         });
         let wakeup = Arc::new(Wakeup::default());
         let stop = CancellationToken::new();
@@ -173,11 +181,12 @@ impl PostgresQueue {
                 claims: ClaimSql::new(&s),
                 admin: AdminSql::new(&s, &channel),
                 reports,
-                pool,
+                db,
                 schema: options.schema,
                 queue: options.queue,
                 labels: options.labels,
                 batch: options.batch,
+                parallel_claims: usize::try_from(options.pool_size / 2).unwrap_or(1).max(1),
                 mapped,
                 group,
                 wakeup,
@@ -226,58 +235,65 @@ impl PostgresQueue {
     /// not added again; the existing task's id is returned for it.
     pub async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
         self.own_table("enqueue")?;
-        admin::enqueue_many(&self.inner.pool, &self.inner.admin, &self.inner.queue, tasks).await
+        admin::enqueue_many(&self.inner.db, &self.inner.admin, &self.inner.queue, tasks).await
     }
 
     /// This handle's queue's tasks, optionally only those in `status`, oldest first. Records come
     /// without their attempt history; [`PostgresQueue::get`] has it.
     pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
         self.own_table("list")?;
-        admin::list(&self.inner.pool, &self.inner.admin, &self.inner.queue, status).await
+        admin::list(&self.inner.db, &self.inner.admin, &self.inner.queue, status).await
     }
 
     /// One task (of any queue in the schema) with its attempt history. `NotFound` if none has
     /// this id.
     pub async fn get(&self, id: i64) -> Result<TaskRecord> {
         self.own_table("show")?;
-        admin::get(&self.inner.pool, &self.inner.admin, id).await
+        admin::get(&self.inner.db, &self.inner.admin, id).await
     }
 
     /// Closes the task (a human has dealt with it). A running task's agent is stopped: its
     /// worker's next heartbeat finds the claim gone.
     pub async fn close(&self, id: i64) -> Result<TaskRecord> {
         self.own_table("close")?;
-        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Close).await
+        admin::change(&self.inner.db, &self.inner.admin, id, Action::Close).await
     }
 
     /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
     /// eligible at once. `Conflict` while it is running.
     pub async fn retry(&self, id: i64) -> Result<TaskRecord> {
         self.own_table("retry")?;
-        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Retry).await
+        admin::change(&self.inner.db, &self.inner.admin, id, Action::Retry).await
     }
 
     /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
     /// heartbeat. `Conflict` for a task that already finished.
     pub async fn cancel(&self, id: i64) -> Result<TaskRecord> {
         self.own_table("cancel")?;
-        admin::change(&self.inner.pool, &self.inner.admin, id, Action::Cancel).await
+        admin::change(&self.inner.db, &self.inner.admin, id, Action::Cancel).await
     }
 
     /// Closes the connections once operations in progress finish. Clones stop working.
     pub async fn disconnect(&self) {
         self.inner.stop.cancel();
-        self.inner.pool.close().await;
+        self.inner.db.close().await;
+    }
+
+    async fn claim_rows(&self, n: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
+        match &self.inner.mapped {
+            Some(mapped) => mapped.claim_batch(&self.inner.db, n, claimant).await,
+            None => claim::claim_batch(&self.inner.db, &self.inner.claims, &self.scope(), n, claimant).await,
+        }
     }
 
     async fn write(&self, id: i64, write: Write, claim: &Claim) -> Result<()> {
         let written = match &self.inner.group {
             Some(group) => group.write(write).await?,
             None => {
-                let (pool, sql) = (&self.inner.pool, &*self.inner.reports);
+                let (db, sql) = (&*self.inner.db, &*self.inner.reports);
                 let ids = match write {
-                    Write::Complete(row) => report::write_completions(pool, sql, vec![row]).await?,
-                    Write::Fail(row) => report::write_failures(pool, sql, vec![row]).await?,
+                    Write::Complete(row) => report::write_completions(db, sql, vec![row]).await?,
+                    Write::Fail(row) => report::write_failures(db, sql, vec![row]).await?,
                 };
                 ids.contains(&id)
             }
@@ -308,41 +324,49 @@ impl TaskQueue for PostgresQueue {
 
     async fn poll(&self, max: usize) -> Result<Vec<Task>> {
         match &self.inner.mapped {
-            Some(mapped) => mapped.poll(&self.inner.pool, max).await,
-            None => claim::poll(&self.inner.pool, &self.inner.claims, &self.scope(), max).await,
+            Some(mapped) => mapped.poll(&self.inner.db, max).await,
+            None => claim::poll(&self.inner.db, &self.inner.claims, &self.scope(), max).await,
         }
     }
 
     async fn claim(&self, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
         self.inner.wakeup.looking();
         match &self.inner.mapped {
-            Some(mapped) => mapped.claim_one(&self.inner.pool, task, claimant).await,
-            None => claim::claim_one(&self.inner.pool, &self.inner.claims, &self.scope(), task, claimant).await,
+            Some(mapped) => mapped.claim_one(&self.inner.db, task, claimant).await,
+            None => claim::claim_one(&self.inner.db, &self.inner.claims, &self.scope(), task, claimant).await,
         }
     }
 
     /// Claims up to `max` tasks, at most `batch` per statement (so batch size 1 is one task per
-    /// transaction), stopping early when the queue runs dry.
+    /// transaction). Several statements run at once when `max` needs more than one: each commit
+    /// waits for the server, and concurrent ones share its work.
     async fn claim_batch(&self, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
         self.inner.wakeup.looking();
+        let batch = self.inner.batch;
         let mut claims = Vec::new();
         while claims.len() < max {
-            let wanted = (max - claims.len()).min(self.inner.batch);
-            let got = match &self.inner.mapped {
-                Some(mapped) => mapped.claim_batch(&self.inner.pool, wanted, claimant).await,
-                None => claim::claim_batch(&self.inner.pool, &self.inner.claims, &self.scope(), wanted, claimant).await,
-            };
-            let got = match got {
-                Ok(got) => got,
-                // Tasks already claimed are held and must reach the worker; the error can wait
-                // for the next call.
-                Err(_) if !claims.is_empty() => break,
-                Err(error) => return Err(error),
-            };
-            let short = got.len() < wanted;
-            claims.extend(got);
-            if short {
-                break;
+            let remaining = max - claims.len();
+            let statements = remaining.div_ceil(batch).min(self.inner.parallel_claims);
+            let sizes: Vec<usize> = (0..statements).map(|i| batch.min(remaining - i * batch)).collect();
+            let rounds = futures::future::join_all(sizes.iter().map(|&n| self.claim_rows(n, claimant))).await;
+            let mut dry = false;
+            let mut failure = None;
+            for (size, round) in sizes.iter().zip(rounds) {
+                match round {
+                    Ok(got) => {
+                        dry |= got.len() < *size;
+                        claims.extend(got);
+                    }
+                    Err(error) => failure = Some(error),
+                }
+            }
+            match failure {
+                // Tasks already claimed are held and must reach the worker; the error will show
+                // again on the next call if it persists.
+                Some(error) if claims.is_empty() => return Err(error),
+                Some(_) => break,
+                None if dry => break,
+                None => {}
             }
         }
         Ok(claims)
@@ -350,14 +374,14 @@ impl TaskQueue for PostgresQueue {
 
     async fn heartbeat(&self, claim: &Claim) -> Result<()> {
         match &self.inner.mapped {
-            Some(mapped) => mapped.heartbeat(&self.inner.pool, claim).await,
-            None => claim::heartbeat(&self.inner.pool, &self.inner.claims, claim).await,
+            Some(mapped) => mapped.heartbeat(&self.inner.db, claim).await,
+            None => claim::heartbeat(&self.inner.db, &self.inner.claims, claim).await,
         }
     }
 
     async fn complete(&self, claim: &Claim, report: &Report) -> Result<()> {
         if let Some(mapped) = &self.inner.mapped {
-            return mapped.complete(&self.inner.pool, claim, report).await;
+            return mapped.complete(&self.inner.db, claim, report).await;
         }
         let row = Completion::new(claim, report)?;
         self.write(row.id, Write::Complete(row), claim).await
@@ -365,7 +389,7 @@ impl TaskQueue for PostgresQueue {
 
     async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<()> {
         if let Some(mapped) = &self.inner.mapped {
-            return mapped.fail(&self.inner.pool, claim, failure).await;
+            return mapped.fail(&self.inner.db, claim, failure).await;
         }
         let row = FailureRow::new(claim, failure)?;
         self.write(row.id, Write::Fail(row), claim).await
@@ -373,8 +397,8 @@ impl TaskQueue for PostgresQueue {
 
     async fn release(&self, claim: &Claim) -> Result<()> {
         match &self.inner.mapped {
-            Some(mapped) => mapped.release(&self.inner.pool, claim).await,
-            None => report::release(&self.inner.pool, &self.inner.reports, claim).await,
+            Some(mapped) => mapped.release(&self.inner.db, claim).await,
+            None => report::release(&self.inner.db, &self.inner.reports, claim).await,
         }
     }
 
@@ -395,18 +419,6 @@ impl TaskQueue for PostgresQueue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_passwords_become_secrets() {
-        register_url_password("postgres://app:s3cr3t-pass-77@db.internal:5432/app?sslmode=require");
-        let text = redact("login failed with s3cr3t-pass-77 for app");
-        assert!(!text.contains("s3cr3t-pass-77"), "{text}");
-    }
-}
-
 /// Compile-time check that the public futures are `Send`, so they work under `tokio::spawn` and
 /// in `async_trait` code (some sqlx calls on a borrowed transaction are not, for every lifetime).
 #[allow(dead_code)]
@@ -422,4 +434,16 @@ fn public_futures_are_send(queue: PostgresQueue, options: PostgresOptions) {
         let _ = queue.cancel(1).await;
         queue.disconnect().await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_become_secrets() {
+        register_url_password("postgres://app:s3cr3t-pass-77@db.internal:5432/app?sslmode=require");
+        let text = redact("login failed with s3cr3t-pass-77 for app");
+        assert!(!text.contains("s3cr3t-pass-77"), "{text}");
+    }
 }

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
+use crate::db::Db;
+
 use crate::claim::{lease_secs, new_token};
 use crate::error::{backend, claim_lost, corrupt};
 use crate::options::{quote_ident, TableMapping};
@@ -42,10 +44,11 @@ struct ColumnTypes {
 /// Checks that the table and columns exist and reads the id and status types.
 async fn inspect(pool: &PgPool, mapping: &TableMapping) -> Result<ColumnTypes> {
     let table = mapping.quoted_table();
-    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+    let found: Option<String> = sqlx::query("SELECT to_regclass($1)::text")
         .bind(&table)
         .fetch_one(pool)
         .await
+        .and_then(|row| row.try_get(0))
         .map_err(|e| backend("looking up the mapped table", e))?;
     if found.is_none() {
         return Err(Error::config(format!(
@@ -92,8 +95,11 @@ impl MappedSql {
         let id = quote_ident(&m.id_column);
         let title = quote_ident(&m.title_column);
         let status = quote_ident(&m.status_column);
-        let body =
-            m.body_column.as_deref().map_or_else(|| "''::text".to_owned(), |b| format!("u.{}::text", quote_ident(b)));
+        // User tables may allow NULL titles and bodies; a task gets empty text instead.
+        let body = m
+            .body_column
+            .as_deref()
+            .map_or_else(|| "''::text".to_owned(), |b| format!("COALESCE(u.{}::text, '')", quote_ident(b)));
         let (itype, stype) = (&types.id, &types.status);
         // Claim parameters: $1 source, $2 limit, $3 worker, $4 token, $5 lease seconds, $6 attempt
         // limit, $7 running, $8 pending, $9 failed value, and $10 the id when claiming one row.
@@ -134,9 +140,10 @@ impl MappedSql {
                 ), marked AS (
                     UPDATE {t} u SET {status} = CASE WHEN p.exhausted THEN $9::{stype} ELSE $7::{stype} END
                     FROM picked p WHERE u.{id} = p.id
-                    RETURNING u.{id}::text AS id, u.{title}::text AS title, {body} AS body
+                    RETURNING u.{id}::text AS id, COALESCE(u.{title}::text, '') AS title, {body} AS body
                 )
-                SELECT k.id, k.title, k.body, l.attempts, l.lease_until, l.session_id
+                SELECT k.id, k.title, k.body, l.attempts, l.lease_until, l.session_id,
+                       set_config('synchronous_commit', 'off', true) AS async_commit
                 FROM marked k JOIN leased l ON l.task_id = k.id
                 ORDER BY k.id"
             )
@@ -169,7 +176,7 @@ impl MappedSql {
             claim: claim(false),
             claim_by_id: claim(true),
             poll: format!(
-                "SELECT u.{id}::text AS id, u.{title}::text AS title, {body} AS body,
+                "SELECT u.{id}::text AS id, COALESCE(u.{title}::text, '') AS title, {body} AS body,
                         COALESCE(m.attempts, 0) AS attempts, m.session_id
                  FROM {t} u LEFT JOIN {s}.mapped_tasks m ON m.source = $1 AND m.task_id = u.{id}::text
                  WHERE (u.{status} = $4::{stype} AND (m.task_id IS NULL OR m.finished OR m.run_at <= now()))
@@ -180,7 +187,7 @@ impl MappedSql {
             heartbeat: format!(
                 "UPDATE {s}.mapped_tasks m SET lease_until = now() + make_interval(secs => $4)
                  WHERE {}
-                 RETURNING m.lease_until",
+                 RETURNING m.lease_until, set_config('synchronous_commit', 'off', true) AS async_commit",
                 still_ours("$5")
             ),
             complete: format!(
@@ -243,21 +250,21 @@ impl MappedTable {
         &self.mapping.table
     }
 
-    pub(crate) async fn claim_batch(&self, pool: &PgPool, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
+    pub(crate) async fn claim_batch(&self, db: &Db, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.claim(pool, &self.sql.claim, max, None, claimant).await
+        self.claim(db, &self.sql.claim, max, None, claimant).await
     }
 
-    pub(crate) async fn claim_one(&self, pool: &PgPool, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
-        let mut claims = self.claim(pool, &self.sql.claim_by_id, 1, Some(task.id.as_str()), claimant).await?;
+    pub(crate) async fn claim_one(&self, db: &Db, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
+        let mut claims = self.claim(db, &self.sql.claim_by_id, 1, Some(task.id.as_str()), claimant).await?;
         Ok(claims.pop().map_or(ClaimOutcome::Taken, |c| ClaimOutcome::Claimed(Box::new(c))))
     }
 
     async fn claim(
         &self,
-        pool: &PgPool,
+        db: &Db,
         statement: &str,
         max: usize,
         id: Option<&str>,
@@ -278,7 +285,7 @@ impl MappedTable {
         if let Some(id) = id {
             query = query.bind(id);
         }
-        let rows = query.fetch_all(pool).await.map_err(|e| backend("claiming rows of the mapped table", e))?;
+        let rows = db.fetch_all(query).await.map_err(|e| backend("claiming rows of the mapped table", e))?;
         rows.iter()
             .map(|row| {
                 let task = task_from_row(row, &m.table)?;
@@ -295,13 +302,15 @@ impl MappedTable {
             .collect()
     }
 
-    pub(crate) async fn poll(&self, pool: &PgPool, max: usize) -> Result<Vec<Task>> {
-        let rows = sqlx::query(&self.sql.poll)
-            .bind(self.source())
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .bind(&self.mapping.running_value)
-            .bind(&self.mapping.pending_value)
-            .fetch_all(pool)
+    pub(crate) async fn poll(&self, db: &Db, max: usize) -> Result<Vec<Task>> {
+        let rows = db
+            .fetch_all(
+                sqlx::query(&self.sql.poll)
+                    .bind(self.source())
+                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .bind(&self.mapping.running_value)
+                    .bind(&self.mapping.pending_value),
+            )
             .await
             .map_err(|e| backend("polling the mapped table", e))?;
         rows.iter().map(|row| task_from_row(row, &self.mapping.table)).collect()
@@ -311,70 +320,78 @@ impl MappedTable {
         claim.token.parse().map_err(|_| claim_lost(claim.task.id.as_str()))
     }
 
-    pub(crate) async fn heartbeat(&self, pool: &PgPool, claim: &Claim) -> Result<()> {
-        let row = sqlx::query(&self.sql.heartbeat)
-            .bind(self.source())
-            .bind(claim.task.id.as_str())
-            .bind(Self::token(claim)?)
-            .bind(lease_secs(claim.claimant.lease))
-            .bind(&self.mapping.running_value)
-            .fetch_optional(pool)
+    pub(crate) async fn heartbeat(&self, db: &Db, claim: &Claim) -> Result<()> {
+        let row = db
+            .fetch_optional(
+                sqlx::query(&self.sql.heartbeat)
+                    .bind(self.source())
+                    .bind(claim.task.id.as_str())
+                    .bind(Self::token(claim)?)
+                    .bind(lease_secs(claim.claimant.lease))
+                    .bind(&self.mapping.running_value),
+            )
             .await
             .map_err(|e| backend("extending a lease", e))?;
         row.map(|_| ()).ok_or_else(|| claim_lost(claim.task.id.as_str()))
     }
 
-    pub(crate) async fn complete(&self, pool: &PgPool, claim: &Claim, report: &Report) -> Result<()> {
+    pub(crate) async fn complete(&self, db: &Db, claim: &Claim, report: &Report) -> Result<()> {
         let usage = UsageColumns::new(&report.usage, report.duration, report.exit_code);
-        let row = bind_usage(
-            sqlx::query(&self.sql.complete)
-                .bind(self.source())
-                .bind(claim.task.id.as_str())
-                .bind(Self::token(claim)?)
-                .bind(clean_text(&report.summary)),
-            usage,
-        )
-        .bind(&self.mapping.running_value)
-        .bind(&self.mapping.done_value)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| backend("reporting a completed row", e))?;
+        let row = db
+            .fetch_optional(
+                bind_usage(
+                    sqlx::query(&self.sql.complete)
+                        .bind(self.source())
+                        .bind(claim.task.id.as_str())
+                        .bind(Self::token(claim)?)
+                        .bind(clean_text(&report.summary)),
+                    usage,
+                )
+                .bind(&self.mapping.running_value)
+                .bind(&self.mapping.done_value),
+            )
+            .await
+            .map_err(|e| backend("reporting a completed row", e))?;
         row.map(|_| ()).ok_or_else(|| claim_lost(claim.task.id.as_str()))
     }
 
-    pub(crate) async fn fail(&self, pool: &PgPool, claim: &Claim, failure: &Failure) -> Result<()> {
+    pub(crate) async fn fail(&self, db: &Db, claim: &Claim, failure: &Failure) -> Result<()> {
         let usage = UsageColumns::new(&failure.usage, failure.duration, failure.exit_code);
         let retry_at = match failure.decision {
             RetryDecision::RetryAt(at) => Some(at),
             RetryDecision::GiveUp => None,
         };
-        let row = bind_usage(
-            sqlx::query(&self.sql.fail)
-                .bind(self.source())
-                .bind(claim.task.id.as_str())
-                .bind(Self::token(claim)?)
-                .bind(clean_text(&failure.reason))
-                .bind(failure.kind.as_str())
-                .bind(retry_at),
-            usage,
-        )
-        .bind(&self.mapping.running_value)
-        .bind(&self.mapping.pending_value)
-        .bind(&self.mapping.failed_value)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| backend("reporting a failed row", e))?;
+        let row = db
+            .fetch_optional(
+                bind_usage(
+                    sqlx::query(&self.sql.fail)
+                        .bind(self.source())
+                        .bind(claim.task.id.as_str())
+                        .bind(Self::token(claim)?)
+                        .bind(clean_text(&failure.reason))
+                        .bind(failure.kind.as_str())
+                        .bind(retry_at),
+                    usage,
+                )
+                .bind(&self.mapping.running_value)
+                .bind(&self.mapping.pending_value)
+                .bind(&self.mapping.failed_value),
+            )
+            .await
+            .map_err(|e| backend("reporting a failed row", e))?;
         row.map(|_| ()).ok_or_else(|| claim_lost(claim.task.id.as_str()))
     }
 
-    pub(crate) async fn release(&self, pool: &PgPool, claim: &Claim) -> Result<()> {
-        let row = sqlx::query(&self.sql.release)
-            .bind(self.source())
-            .bind(claim.task.id.as_str())
-            .bind(Self::token(claim)?)
-            .bind(&self.mapping.running_value)
-            .bind(&self.mapping.pending_value)
-            .fetch_optional(pool)
+    pub(crate) async fn release(&self, db: &Db, claim: &Claim) -> Result<()> {
+        let row = db
+            .fetch_optional(
+                sqlx::query(&self.sql.release)
+                    .bind(self.source())
+                    .bind(claim.task.id.as_str())
+                    .bind(Self::token(claim)?)
+                    .bind(&self.mapping.running_value)
+                    .bind(&self.mapping.pending_value),
+            )
             .await
             .map_err(|e| backend("releasing a row", e))?;
         row.map(|_| ()).ok_or_else(|| claim_lost(claim.task.id.as_str()))

@@ -9,10 +9,12 @@ use std::collections::HashSet;
 
 use bg_run_core::{Claim, Failure, Report, Result, RetryDecision, Usage};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
 
 use crate::claim::parse_claim;
-use crate::error::{backend, claim_lost};
+use crate::db::Db;
+use crate::error::{backend, claim_lost, corrupt};
 
 pub(crate) struct ReportSql {
     complete: String,
@@ -221,8 +223,12 @@ impl UsageArrays {
     }
 }
 
+fn written_ids(rows: &[PgRow]) -> Result<HashSet<i64>> {
+    rows.iter().map(|row| row.try_get::<i64, _>("id").map_err(|e| corrupt(format!("id: {e}")))).collect()
+}
+
 /// Marks the rows done and returns the ids whose token still matched; the others lost their claim.
-pub(crate) async fn write_completions(pool: &PgPool, sql: &ReportSql, rows: Vec<Completion>) -> Result<HashSet<i64>> {
+pub(crate) async fn write_completions(db: &Db, sql: &ReportSql, rows: Vec<Completion>) -> Result<HashSet<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut tokens = Vec::with_capacity(rows.len());
     let mut summaries = Vec::with_capacity(rows.len());
@@ -233,27 +239,29 @@ pub(crate) async fn write_completions(pool: &PgPool, sql: &ReportSql, rows: Vec<
         summaries.push(row.summary);
         usage.push(row.usage);
     }
-    let done: Vec<i64> = sqlx::query_scalar(&sql.complete)
-        .bind(ids)
-        .bind(tokens)
-        .bind(summaries)
-        .bind(usage.cost_usd)
-        .bind(usage.turns)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cache_read_tokens)
-        .bind(usage.cache_write_tokens)
-        .bind(usage.duration_ms)
-        .bind(usage.session_id)
-        .bind(usage.exit_code)
-        .fetch_all(pool)
+    let rows = db
+        .fetch_all(
+            sqlx::query(&sql.complete)
+                .bind(ids)
+                .bind(tokens)
+                .bind(summaries)
+                .bind(usage.cost_usd)
+                .bind(usage.turns)
+                .bind(usage.input_tokens)
+                .bind(usage.output_tokens)
+                .bind(usage.cache_read_tokens)
+                .bind(usage.cache_write_tokens)
+                .bind(usage.duration_ms)
+                .bind(usage.session_id)
+                .bind(usage.exit_code),
+        )
         .await
         .map_err(|e| backend("reporting completed tasks", e))?;
-    Ok(done.into_iter().collect())
+    written_ids(&rows)
 }
 
 /// Records the failed attempts (retry or give up) and returns the ids whose token still matched.
-pub(crate) async fn write_failures(pool: &PgPool, sql: &ReportSql, rows: Vec<FailureRow>) -> Result<HashSet<i64>> {
+pub(crate) async fn write_failures(db: &Db, sql: &ReportSql, rows: Vec<FailureRow>) -> Result<HashSet<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut tokens = Vec::with_capacity(rows.len());
     let mut reasons = Vec::with_capacity(rows.len());
@@ -270,34 +278,34 @@ pub(crate) async fn write_failures(pool: &PgPool, sql: &ReportSql, rows: Vec<Fai
         retry_at.push(row.retry_at);
         usage.push(row.usage);
     }
-    let failed: Vec<i64> = sqlx::query_scalar(&sql.fail)
-        .bind(ids)
-        .bind(tokens)
-        .bind(reasons)
-        .bind(kinds)
-        .bind(tails)
-        .bind(retry_at)
-        .bind(usage.cost_usd)
-        .bind(usage.turns)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cache_read_tokens)
-        .bind(usage.cache_write_tokens)
-        .bind(usage.duration_ms)
-        .bind(usage.session_id)
-        .bind(usage.exit_code)
-        .fetch_all(pool)
+    let rows = db
+        .fetch_all(
+            sqlx::query(&sql.fail)
+                .bind(ids)
+                .bind(tokens)
+                .bind(reasons)
+                .bind(kinds)
+                .bind(tails)
+                .bind(retry_at)
+                .bind(usage.cost_usd)
+                .bind(usage.turns)
+                .bind(usage.input_tokens)
+                .bind(usage.output_tokens)
+                .bind(usage.cache_read_tokens)
+                .bind(usage.cache_write_tokens)
+                .bind(usage.duration_ms)
+                .bind(usage.session_id)
+                .bind(usage.exit_code),
+        )
         .await
         .map_err(|e| backend("reporting failed tasks", e))?;
-    Ok(failed.into_iter().collect())
+    written_ids(&rows)
 }
 
-pub(crate) async fn release(pool: &PgPool, sql: &ReportSql, claim: &Claim) -> Result<()> {
+pub(crate) async fn release(db: &Db, sql: &ReportSql, claim: &Claim) -> Result<()> {
     let (id, token) = parse_claim(claim)?;
-    let released = sqlx::query(&sql.release)
-        .bind(id)
-        .bind(token)
-        .fetch_optional(pool)
+    let released = db
+        .fetch_optional(sqlx::query(&sql.release).bind(id).bind(token))
         .await
         .map_err(|e| backend("releasing a task", e))?;
     match released {

@@ -281,3 +281,42 @@ impl Harness for MappedHarness {
         }
     }
 }
+
+/// An in-process agent that works for `pause` and succeeds, counting finished runs per task and
+/// remembering which runs are in progress (a run whose future is dropped stays "in progress").
+pub struct SleepyAgent {
+    pause: Duration,
+    pub finished: std::sync::Mutex<std::collections::HashMap<TaskId, u32>>,
+    pub in_progress: std::sync::Mutex<std::collections::HashSet<TaskId>>,
+}
+
+impl SleepyAgent {
+    pub fn new(pause: Duration) -> SleepyAgent {
+        SleepyAgent { pause, finished: Default::default(), in_progress: Default::default() }
+    }
+
+    pub fn in_progress(&self) -> std::collections::HashSet<TaskId> {
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl bg_run_core::Dispatcher for SleepyAgent {
+    fn name(&self) -> &str {
+        "sleepy"
+    }
+
+    async fn dispatch(&self, task: &bg_run_core::Task, ctx: bg_run_core::DispatchContext) -> bg_run_core::Outcome {
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).insert(task.id.clone());
+        tokio::select! {
+            _ = tokio::time::sleep(self.pause) => {}
+            _ = ctx.cancel.cancelled() => {
+                self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
+                return bg_run_core::Outcome::failure(bg_run_core::FailureKind::Cancelled, "stopped");
+            }
+        }
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()).entry(task.id.clone()).or_default() += 1;
+        bg_run_core::Outcome::success(format!("finished {}", task.title))
+    }
+}
