@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bg_run_core::{
-    async_trait, CancellationToken, Capabilities, Claim, ClaimOutcome, Claimant, DispatchContext, Dispatcher,
-    Failure, Outcome, Report, Result, RetryDecision, RunMode, Task, TaskId, TaskQueue, Worker, WorkerConfig,
+    async_trait, CancellationToken, Capabilities, Claim, ClaimOutcome, Claimant, DispatchContext, Dispatcher, Failure,
+    Outcome, Report, Result, RetryDecision, RunMode, Task, TaskId, TaskQueue, Worker, WorkerConfig,
 };
 
 #[derive(Clone, Debug, PartialEq)]

@@ -32,6 +32,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file [default: ./bg-run.toml if present]
     #[arg(long, global = true, value_name = "FILE", env = "BG_RUN_CONFIG")]
@@ -74,6 +75,8 @@ pub enum Command {
     Cancel(IdArgs),
     /// Measure throughput and pickup latency of a queue with a no-op or command agent
     Bench(BenchArgs),
+    /// Check the config, each agent's binary and version, and each queue's reachability
+    Doctor(DoctorArgs),
 }
 
 /// How to run one worker: the flags of the ad-hoc mode.
@@ -83,7 +86,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "KIND")]
     pub queue: Option<String>,
 
-    /// Agent to dispatch tasks to: command (the program after --)
+    /// Agent to dispatch tasks to: claude, codex, gemini, aider, or command (the program after --)
     #[arg(long, value_name = "NAME")]
     pub dispatch: Option<String>,
 
@@ -152,15 +155,75 @@ pub struct WorkerArgs {
     pub budget_usd: Option<f64>,
 
     #[command(flatten)]
+    pub agent: AgentOpts,
+
+    #[command(flatten)]
     pub queue_opts: QueueOpts,
+
+    #[command(flatten)]
+    pub selection: SelectionOpts,
 
     /// The agent program and its arguments, after `--`
     #[arg(last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
 }
 
+/// Options of the agent presets (claude, codex, gemini, aider).
+#[derive(Clone, Debug, Default, Args, PartialEq)]
+#[command(next_help_heading = "Agent presets")]
+pub struct AgentOpts {
+    /// Model to ask for
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// claude: a tool the agent may use without asking (e.g. Edit, "Bash(git diff:*)"); repeatable
+    #[arg(long = "allowed-tool", value_name = "TOOL")]
+    pub allowed_tools: Vec<String>,
+
+    /// claude: a tool the agent may never use; repeatable
+    #[arg(long = "disallowed-tool", value_name = "TOOL")]
+    pub disallowed_tools: Vec<String>,
+
+    /// claude: permission mode (acceptEdits, auto, dontAsk, manual, plan)
+    #[arg(long, value_name = "MODE")]
+    pub permission_mode: Option<String>,
+
+    /// claude: stop after this many turns
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<u32>,
+
+    /// codex: sandbox (read-only, workspace-write)
+    #[arg(long, value_name = "MODE")]
+    pub sandbox: Option<String>,
+
+    /// gemini: approval mode (default, auto_edit, plan)
+    #[arg(long, value_name = "MODE")]
+    pub approval_mode: Option<String>,
+
+    /// Extra system prompt for the agent, read from a file
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt_file: Option<PathBuf>,
+
+    /// One more argument for the agent CLI; repeatable
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub extra_args: Vec<String>,
+
+    /// The agent binary [default: the preset's name on PATH]
+    #[arg(long = "agent-bin", value_name = "PATH")]
+    pub program: Option<String>,
+
+    /// Run each task in its own git worktree on branch bg-run/<task>
+    #[arg(long)]
+    pub worktree: bool,
+
+    /// Let the agent skip its own permission checks (off by default)
+    #[arg(long)]
+    pub bypass_permissions: bool,
+}
+
 /// Where the queue lives; shared by the worker and the task commands.
 #[derive(Clone, Debug, Default, Args, PartialEq)]
+#[command(next_help_heading = "Queue location")]
 pub struct QueueOpts {
     /// SQLite database file [default: .bg-run/bg-run.db]
     #[arg(long, value_name = "FILE", env = "BG_RUN_DB")]
@@ -170,13 +233,18 @@ pub struct QueueOpts {
     #[arg(long, value_name = "NAME")]
     pub queue_name: Option<String>,
 
+    /// PostgreSQL schema for bg-run's tables [default: bg_run] (the URL comes from DATABASE_URL)
+    #[arg(long, value_name = "SCHEMA")]
+    pub pg_schema: Option<String>,
+}
+
+/// Which tasks a worker takes, beyond the queue's location.
+#[derive(Clone, Debug, Default, Args, PartialEq)]
+#[command(next_help_heading = "Task selection")]
+pub struct SelectionOpts {
     /// Only take tasks that carry this label; repeatable
     #[arg(long = "label-filter", value_name = "LABEL")]
     pub label_filter: Vec<String>,
-
-    /// PostgreSQL schema for bg-run's tables [default: bg_run]
-    #[arg(long, value_name = "SCHEMA")]
-    pub pg_schema: Option<String>,
 
     /// GitHub repository owner/name [default: GITHUB_REPOSITORY or the origin remote]
     #[arg(long, value_name = "OWNER/NAME")]
@@ -196,6 +264,13 @@ pub struct RunArgs {
     /// Process what is eligible now, then exit
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Agents to check [default: all in the config]
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    pub agents: Vec<String>,
 }
 
 #[derive(Debug, Args)]

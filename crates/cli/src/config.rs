@@ -63,7 +63,40 @@ pub struct AgentSection {
     /// Variables set for the agent.
     pub env: Option<BTreeMap<String, String>>,
     pub daily_budget_usd: Option<f64>,
+    /// Retry an attempt by resuming the previous attempt's agent session (claude, codex, gemini).
     pub resume_sessions: Option<bool>,
+    /// Agent binary for a preset (default: the preset's name on PATH).
+    pub program: Option<String>,
+    pub model: Option<String>,
+    /// claude: tools the agent may use without asking, e.g. "Edit", "Bash(cargo test:*)".
+    pub allowed_tools: Option<Vec<String>>,
+    /// claude: tools the agent may never use.
+    pub disallowed_tools: Option<Vec<String>>,
+    /// claude: acceptEdits, auto, dontAsk, manual, plan.
+    pub permission_mode: Option<String>,
+    /// claude: stop after this many turns.
+    pub max_turns: Option<u32>,
+    /// codex: read-only, workspace-write (default).
+    pub sandbox: Option<String>,
+    /// gemini: default, auto_edit, plan.
+    pub approval_mode: Option<String>,
+    /// Extra system prompt text (claude --append-system-prompt, codex developer instructions).
+    pub system_prompt: Option<String>,
+    pub system_prompt_file: Option<PathBuf>,
+    /// codex: `-c key=value` overrides.
+    pub config_overrides: Option<Vec<String>>,
+    /// aider: the files it may edit.
+    pub files: Option<Vec<String>>,
+    /// More arguments for the agent CLI.
+    pub extra_args: Option<Vec<String>>,
+    /// Let the agent skip its own permission checks. Off unless set here explicitly.
+    pub bypass_permissions: Option<bool>,
+    /// "fixed" (run in `workdir`) or "worktree" (a git worktree per task on branch bg-run/<id>).
+    pub workspace: Option<String>,
+    /// With workspace = "worktree": keep it "always", "on_failure" (default) or "never".
+    pub worktree_keep: Option<String>,
+    /// With workspace = "worktree": the ref new branches start from (default HEAD).
+    pub worktree_base: Option<String>,
     /// Queue settings for this agent only, over the top-level `[sqlite]` / `[postgres]` /
     /// `[github]` sections.
     pub sqlite: Option<SqliteSection>,
@@ -143,11 +176,13 @@ pub struct GithubSection {
     pub min_write_interval: Option<ConfigDuration>,
 }
 
+/// `top`'s settings with `base` filling the gaps. The struct is destructured without `..`, so
+/// a field added later and not listed here is a compile error rather than a silently dropped
+/// setting.
 macro_rules! overlay {
-    ($base:expr, $top:expr, [$($field:ident),* $(,)?]) => {{
-        let mut merged = $base.clone();
-        $( if $top.$field.is_some() { merged.$field = $top.$field.clone(); } )*
-        merged
+    ($top:expr, $base:expr, $ty:ident { $($field:ident),* $(,)? }) => {{
+        let $ty { $($field),* } = $top.clone();
+        $ty { $($field: $field.or_else(|| $base.$field.clone())),* }
     }};
 }
 
@@ -155,9 +190,9 @@ impl AgentSection {
     /// This agent's settings with `defaults` filling the gaps.
     pub fn over(&self, defaults: &AgentSection) -> AgentSection {
         let mut merged = overlay!(
-            defaults,
             self,
-            [
+            defaults,
+            AgentSection {
                 queue,
                 dispatch,
                 command,
@@ -178,7 +213,27 @@ impl AgentSection {
                 env,
                 daily_budget_usd,
                 resume_sessions,
-            ]
+                program,
+                model,
+                allowed_tools,
+                disallowed_tools,
+                permission_mode,
+                max_turns,
+                sandbox,
+                approval_mode,
+                system_prompt,
+                system_prompt_file,
+                config_overrides,
+                files,
+                extra_args,
+                bypass_permissions,
+                workspace,
+                worktree_keep,
+                worktree_base,
+                sqlite,
+                postgres,
+                github,
+            }
         );
         merged.sqlite = merge_opt(&defaults.sqlite, &self.sqlite, SqliteSection::over);
         merged.postgres = merge_opt(&defaults.postgres, &self.postgres, PostgresSection::over);
@@ -196,22 +251,22 @@ fn merge_opt<T: Clone>(base: &Option<T>, top: &Option<T>, over: fn(&T, &T) -> T)
 
 impl SqliteSection {
     pub fn over(&self, base: &SqliteSection) -> SqliteSection {
-        overlay!(base, self, [path, queue_name, labels])
+        overlay!(self, base, SqliteSection { path, queue_name, labels })
     }
 }
 
 impl PostgresSection {
     pub fn over(&self, base: &PostgresSection) -> PostgresSection {
-        overlay!(base, self, [url, schema, queue_name, labels, batch, pool_size, table])
+        overlay!(self, base, PostgresSection { url, schema, queue_name, labels, batch, pool_size, table })
     }
 }
 
 impl GithubSection {
     pub fn over(&self, base: &GithubSection) -> GithubSection {
         overlay!(
-            base,
             self,
-            [
+            base,
+            GithubSection {
                 repo,
                 api_url,
                 trigger_label,
@@ -226,7 +281,9 @@ impl GithubSection {
                 comment_on_untrusted,
                 include_comments,
                 stale_after,
-            ]
+                bot_login,
+                min_write_interval,
+            }
         )
     }
 }

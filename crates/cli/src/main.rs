@@ -66,5 +66,6 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Some(Command::Retry(args)) => commands::tasks::retry(args, config_path).await,
         Some(Command::Cancel(args)) => commands::tasks::cancel(args, config_path).await,
         Some(Command::Bench(args)) => commands::bench::run(args, config_path).await,
+        Some(Command::Doctor(args)) => commands::doctor::run(args, config_path).await,
     }
 }

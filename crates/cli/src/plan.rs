@@ -104,25 +104,28 @@ pub fn unknown_agent(file: &FileConfig, name: &str) -> CliError {
 fn section_from_flags(args: &WorkerArgs) -> Result<AgentSection, CliError> {
     let dur = |d: Option<Duration>| d.map(ConfigDuration);
     let q = &args.queue_opts;
-    let sqlite = (q.db.is_some() || q.queue_name.is_some() || !q.label_filter.is_empty()).then(|| SqliteSection {
+    let sel = &args.selection;
+    let sqlite = (q.db.is_some() || q.queue_name.is_some() || !sel.label_filter.is_empty()).then(|| SqliteSection {
         path: q.db.clone(),
         queue_name: q.queue_name.clone(),
-        labels: (!q.label_filter.is_empty()).then(|| q.label_filter.clone()),
+        labels: (!sel.label_filter.is_empty()).then(|| sel.label_filter.clone()),
     });
-    let postgres = (q.pg_schema.is_some() || q.queue_name.is_some() || !q.label_filter.is_empty()).then(|| {
+    let postgres = (q.pg_schema.is_some() || q.queue_name.is_some() || !sel.label_filter.is_empty()).then(|| {
         crate::config::PostgresSection {
             schema: q.pg_schema.clone(),
             queue_name: q.queue_name.clone(),
-            labels: (!q.label_filter.is_empty()).then(|| q.label_filter.clone()),
+            labels: (!sel.label_filter.is_empty()).then(|| sel.label_filter.clone()),
             ..Default::default()
         }
     });
-    let github = (q.repo.is_some() || q.api_url.is_some()).then(|| crate::config::GithubSection {
-        repo: q.repo.clone(),
-        api_url: q.api_url.clone(),
+    let github = (sel.repo.is_some() || sel.api_url.is_some()).then(|| crate::config::GithubSection {
+        repo: sel.repo.clone(),
+        api_url: sel.api_url.clone(),
         ..Default::default()
     });
     let command = (!args.command.is_empty()).then(|| args.command.clone());
+    let a = &args.agent;
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     // `-- PROGRAM` with no --dispatch means the command dispatcher.
     let dispatch = args.dispatch.clone();
     Ok(AgentSection {
@@ -142,6 +145,18 @@ fn section_from_flags(args: &WorkerArgs) -> Result<AgentSection, CliError> {
         workdir: args.workdir.clone(),
         env_allow: (!args.env_allow.is_empty()).then(|| args.env_allow.clone()),
         daily_budget_usd: args.budget_usd,
+        program: a.program.clone(),
+        model: a.model.clone(),
+        allowed_tools: list(&a.allowed_tools),
+        disallowed_tools: list(&a.disallowed_tools),
+        permission_mode: a.permission_mode.clone(),
+        max_turns: a.max_turns,
+        sandbox: a.sandbox.clone(),
+        approval_mode: a.approval_mode.clone(),
+        system_prompt_file: a.system_prompt_file.clone(),
+        extra_args: list(&a.extra_args),
+        bypass_permissions: a.bypass_permissions.then_some(true),
+        workspace: a.worktree.then(|| "worktree".to_owned()),
         sqlite,
         postgres,
         github,

@@ -41,11 +41,7 @@ pub async fn open_sqlite(section: &SqliteSection, create: bool) -> Result<Sqlite
 }
 
 pub fn sqlite_section_from_opts(opts: &QueueOpts) -> SqliteSection {
-    SqliteSection {
-        path: opts.db.clone(),
-        queue_name: opts.queue_name.clone(),
-        labels: (!opts.label_filter.is_empty()).then(|| opts.label_filter.clone()),
-    }
+    SqliteSection { path: opts.db.clone(), queue_name: opts.queue_name.clone(), labels: None }
 }
 
 /// Connects to PostgreSQL. The URL comes from `DATABASE_URL`, else the config (a secret in a
@@ -93,7 +89,7 @@ pub fn postgres_section_from_opts(opts: &QueueOpts) -> PostgresSection {
     PostgresSection {
         schema: opts.pg_schema.clone(),
         queue_name: opts.queue_name.clone(),
-        labels: (!opts.label_filter.is_empty()).then(|| opts.label_filter.clone()),
+        labels: None,
         ..Default::default()
     }
 }
