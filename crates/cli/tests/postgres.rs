@@ -30,11 +30,8 @@ fn reachable(url: &str) -> bool {
 }
 
 fn unique_schema(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_bits())
-}
-
-fn rand_bits() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u128
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 fn drop_schema(url: &str, schema: &str) {
