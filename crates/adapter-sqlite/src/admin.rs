@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::db::Shared;
 use crate::error::Context;
-use crate::queue::{record_attempt, SqliteQueue};
+use crate::queue::SqliteQueue;
 use crate::record::{
     self, labels_json, now_ms, parse_id, to_ms, AttemptOutcome, TaskRecord, ATTEMPT_COLUMNS, RECORD_COLUMNS,
 };
@@ -220,22 +220,15 @@ impl SqliteQueue {
                         Status::Cancelled => return Ok(()),
                         Status::Pending => {}
                         Status::Running => {
-                            let (number, started, worker): (u32, Option<i64>, Option<String>) = tx
-                                .query_row(
-                                    "SELECT attempts, claimed_at, claimed_by FROM tasks WHERE id = ?1",
-                                    [id],
-                                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                                )
-                                .ctx("cancelling a task")?;
-                            record_attempt(
-                                tx,
-                                id,
-                                number,
-                                started,
-                                now,
-                                AttemptOutcome::Cancelled,
-                                Some("cancelled by a human while the agent ran"),
-                                worker.as_deref(),
+                            tx.execute(
+                                "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
+                                 SELECT id, attempts, claimed_at, ?2, ?3, ?4, claimed_by FROM tasks WHERE id = ?1",
+                                rusqlite::params![
+                                    id,
+                                    now,
+                                    AttemptOutcome::Cancelled,
+                                    "cancelled by a human while the agent ran"
+                                ],
                             )
                             .ctx("cancelling a task")?;
                         }

@@ -9,7 +9,7 @@ use bg_run_core::{
     TaskQueue, Usage,
 };
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::db::{run_blocking, Db, Shared};
 use crate::error::Context;
@@ -74,9 +74,9 @@ fn lease_ms(claimant: &Claimant) -> i64 {
     i64::try_from(claimant.lease.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
-/// A row returned by a claim: the task and its new lease token.
-fn claimed_row(row: &Row<'_>) -> rusqlite::Result<(Task, String)> {
-    Ok((record::task(row)?, row.get(10)?))
+/// A fresh lease token: 96 random bits, so a claim that was taken over can never match again.
+fn new_token() -> String {
+    format!("{:024x}", rand::random::<u128>() >> 32)
 }
 
 fn into_claim(task: Task, token: String, claimant: &Claimant, lease_until: i64) -> Claim {
@@ -88,53 +88,66 @@ fn priority_then_id(task: &Task) -> (std::cmp::Reverse<i64>, i64) {
     (std::cmp::Reverse(priority), task.id.as_str().parse().unwrap_or(i64::MAX))
 }
 
+fn candidates(db: &Shared, conn: &Connection, sql: &str, now: i64, limit: i64) -> Result<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(sql).ctx("claiming tasks")?;
+    let params = with_labels(db, vec![(":queue", &db.queue), (":now", &now), (":limit", &limit)]);
+    let rows = stmt.query_map(params.as_slice(), record::task).ctx("claiming tasks")?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().ctx("claiming tasks")
+}
+
+/// Runs inside the writer's `BEGIN IMMEDIATE` transaction, so no other connection can change
+/// the candidates between choosing and claiming them.
 fn claim_batch_sync(db: &Shared, conn: &Connection, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
     let now = now_ms();
     let until = now.saturating_add(lease_ms(claimant));
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let rows = {
-        let mut stmt = conn.prepare_cached(&db.sql.claim_batch).ctx("claiming tasks")?;
-        let params = with_labels(
-            db,
-            vec![
-                (":queue", &db.queue),
+    let mut chosen = candidates(db, conn, &db.sql.pending_candidates, now, limit)?;
+    chosen.extend(candidates(db, conn, &db.sql.stale_candidates, now, limit)?);
+    chosen.sort_by_key(priority_then_id);
+    chosen.truncate(max);
+
+    let mut stmt = conn.prepare_cached(&db.sql.claim_row).ctx("claiming tasks")?;
+    let mut claims = Vec::with_capacity(chosen.len());
+    for mut task in chosen {
+        let id = parse_id(task.id.as_str())?;
+        let token = new_token();
+        stmt.execute(
+            &[
+                (":id", &id as &dyn ToSql),
                 (":now", &now),
-                (":limit", &limit),
                 (":worker", &claimant.worker_id),
+                (":token", &token),
                 (":until", &until),
                 (":max_attempts", &claimant.max_attempts),
-            ],
-        );
-        let rows = stmt.query_map(params.as_slice(), claimed_row).ctx("claiming tasks")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().ctx("claiming tasks")?
-    };
-    let mut claims: Vec<Claim> =
-        rows.into_iter().map(|(task, token)| into_claim(task, token, claimant, until)).collect();
-    // RETURNING gives rows in no particular order; hand them out in the order they were chosen.
-    claims.sort_by_key(|c| priority_then_id(&c.task));
+            ][..],
+        )
+        .ctx("claiming tasks")?;
+        task.attempts += 1;
+        claims.push(into_claim(task, token, claimant, until));
+    }
     Ok(claims)
 }
 
 fn claim_one_sync(db: &Shared, conn: &Connection, id: i64, claimant: &Claimant) -> Result<ClaimOutcome> {
     let now = now_ms();
     let until = now.saturating_add(lease_ms(claimant));
-    let row = {
-        let mut stmt = conn.prepare_cached(&db.sql.claim_one).ctx("claiming a task")?;
-        let params = with_labels(
-            db,
-            vec![
-                (":id", &id),
-                (":queue", &db.queue),
-                (":now", &now),
-                (":worker", &claimant.worker_id),
-                (":until", &until),
-                (":max_attempts", &claimant.max_attempts),
-            ],
-        );
-        stmt.query_row(params.as_slice(), claimed_row).optional().ctx("claiming a task")?
-    };
-    Ok(match row {
-        Some((task, token)) => ClaimOutcome::Claimed(Box::new(into_claim(task, token, claimant, until))),
+    let token = new_token();
+    let mut stmt = conn.prepare_cached(&db.sql.claim_one).ctx("claiming a task")?;
+    let params = with_labels(
+        db,
+        vec![
+            (":id", &id),
+            (":queue", &db.queue),
+            (":now", &now),
+            (":worker", &claimant.worker_id),
+            (":token", &token),
+            (":until", &until),
+            (":max_attempts", &claimant.max_attempts),
+        ],
+    );
+    let task = stmt.query_row(params.as_slice(), record::task).optional().ctx("claiming a task")?;
+    Ok(match task {
+        Some(task) => ClaimOutcome::Claimed(Box::new(into_claim(task, token, claimant, until))),
         None => ClaimOutcome::Taken,
     })
 }
@@ -168,7 +181,7 @@ fn lost_claim(conn: &Connection, id: i64, token: &str) -> Error {
 }
 
 /// The end of an attempt that still holds its lease: `update` must be an UPDATE guarded by
-/// `id = :id AND lease_token = :token AND status = 'running'` that returns `claimed_at`.
+/// `id = :id AND lease_token = :token AND status = 'running'`.
 struct Ending<'a> {
     doing: &'static str,
     update: &'static str,
@@ -182,42 +195,26 @@ fn end_attempt(conn: &Connection, claim: &Claim, ending: Ending<'_>) -> Result<(
     let now = now_ms();
     let mut params = ending.params;
     params.extend([(":id", &id as &dyn ToSql), (":token", &claim.token), (":now", &now)]);
-    let claimed_at: Option<Option<i64>> = conn
-        .prepare_cached(ending.update)
-        .and_then(|mut stmt| stmt.query_row(params.as_slice(), |row| row.get(0)).optional())
-        .ctx(ending.doing)?;
-    let Some(started_at) = claimed_at else {
+    let changed =
+        conn.prepare_cached(ending.update).and_then(|mut stmt| stmt.execute(params.as_slice())).ctx(ending.doing)?;
+    if changed == 0 {
         return Err(lost_claim(conn, id, &claim.token));
-    };
-    record_attempt(
-        conn,
-        id,
-        claim.attempt,
-        started_at,
-        now,
-        ending.outcome,
-        ending.message,
-        Some(&claim.claimant.worker_id),
-    )
-    .ctx(ending.doing)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_attempt(
-    conn: &Connection,
-    task_id: i64,
-    number: u32,
-    started_at: Option<i64>,
-    finished_at: i64,
-    outcome: AttemptOutcome,
-    message: Option<&str>,
-    worker: Option<&str>,
-) -> rusqlite::Result<()> {
+    }
     conn.prepare_cached(
         "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(rusqlite::params![task_id, number, started_at, finished_at, outcome, message, worker])?;
+         SELECT id, ?2, claimed_at, ?3, ?4, ?5, ?6 FROM tasks WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(rusqlite::params![
+            id,
+            claim.attempt,
+            now,
+            ending.outcome,
+            ending.message,
+            claim.claimant.worker_id
+        ])
+    })
+    .ctx(ending.doing)?;
     Ok(())
 }
 
@@ -225,7 +222,7 @@ const COMPLETE: &str = "UPDATE tasks SET status = 'review', summary = :summary, 
      duration_ms = :duration_ms, turns = :turns, tokens = :tokens, session_id = coalesce(:session_id, session_id), \
      cost_usd = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END, \
      lease_token = NULL, lease_until = NULL, updated_at = :now \
-     WHERE id = :id AND lease_token = :token AND status = 'running' RETURNING claimed_at";
+     WHERE id = :id AND lease_token = :token AND status = 'running'";
 
 const FAIL: &str = "UPDATE tasks SET status = :status, run_at = coalesce(:run_at, run_at), last_error = :error, \
      exit_code = :exit_code, duration_ms = :duration_ms, turns = :turns, tokens = :tokens, \
@@ -233,11 +230,11 @@ const FAIL: &str = "UPDATE tasks SET status = :status, run_at = coalesce(:run_at
      cost_usd = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END, \
      claimed_by = CASE WHEN :status = 'pending' THEN NULL ELSE claimed_by END, \
      lease_token = NULL, lease_until = NULL, updated_at = :now \
-     WHERE id = :id AND lease_token = :token AND status = 'running' RETURNING claimed_at";
+     WHERE id = :id AND lease_token = :token AND status = 'running'";
 
 const RELEASE: &str = "UPDATE tasks SET status = 'pending', attempts = max(attempts - 1, 0), claimed_by = NULL, \
      lease_token = NULL, lease_until = NULL, updated_at = :now \
-     WHERE id = :id AND lease_token = :token AND status = 'running' RETURNING claimed_at";
+     WHERE id = :id AND lease_token = :token AND status = 'running'";
 
 const HEARTBEAT: &str = "UPDATE tasks SET lease_until = :until, updated_at = :now \
      WHERE id = :id AND lease_token = :token AND status = 'running'";

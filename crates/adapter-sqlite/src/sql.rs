@@ -7,14 +7,20 @@ use crate::record::TASK_COLUMNS;
 const LABEL_FILTER: &str = " AND NOT EXISTS (SELECT 1 FROM json_each(:labels) AS want \
      WHERE want.value NOT IN (SELECT value FROM json_each(tasks.labels)))";
 
-/// What a claim sets. The token is random per row, so every claimed task gets its own.
+/// What a claim sets. `:token` is new for every claim, so a stale claimant can never match it.
 const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, claimed_by = :worker, claimed_at = :now, \
-     lease_token = lower(hex(randomblob(12))), lease_until = :until, claim_max_attempts = :max_attempts, \
-     updated_at = :now";
+     lease_token = :token, lease_until = :until, claim_max_attempts = :max_attempts, updated_at = :now";
 
 pub(crate) struct Sql {
     pub(crate) poll: String,
-    pub(crate) claim_batch: String,
+    /// Pending tasks that are due, best first. Claims take candidates from here and from
+    /// `stale_candidates`, then update them by id in the same write transaction: simple
+    /// statements that need no temporary tables, which `UPDATE ... WHERE id IN (...) RETURNING`
+    /// builds on every call (a third of a claim's cost).
+    pub(crate) pending_candidates: String,
+    /// Running tasks whose lease has expired (their worker died), best first.
+    pub(crate) stale_candidates: String,
+    pub(crate) claim_row: String,
     pub(crate) claim_one: String,
     pub(crate) next_due: String,
 }
@@ -22,31 +28,28 @@ pub(crate) struct Sql {
 impl Sql {
     pub(crate) fn new(filter_labels: bool) -> Sql {
         let labels = if filter_labels { LABEL_FILTER } else { "" };
-        // Pending-and-due and running-with-expired-lease are scanned separately so each side walks
-        // the (queue, status, priority) index and stops after :limit rows; one OR would sort the
-        // whole backlog on every claim. INDEXED BY because, without statistics, the planner
-        // prefers the run_at range of `tasks_due` and then sorts every pending task.
-        let eligible_ids = format!(
-            "SELECT id FROM ( \
-               SELECT id, priority FROM (SELECT id, priority FROM tasks INDEXED BY tasks_claim \
-                 WHERE queue = :queue AND status = 'pending' AND run_at <= :now{labels} \
-                 ORDER BY priority DESC, id LIMIT :limit) \
-               UNION ALL \
-               SELECT id, priority FROM (SELECT id, priority FROM tasks INDEXED BY tasks_claim \
-                 WHERE queue = :queue AND status = 'running' AND lease_until < :now{labels} \
-                 ORDER BY priority DESC, id LIMIT :limit) \
-               ORDER BY priority DESC, id LIMIT :limit)"
-        );
+        // Both sides walk the (queue, status, priority) index and stop after :limit rows. INDEXED
+        // BY because, without statistics, the planner may prefer another plan and sort every
+        // pending task on each claim.
+        let candidates = |eligible: &str| {
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_claim \
+                 WHERE queue = :queue AND {eligible}{labels} ORDER BY priority DESC, id LIMIT :limit"
+            )
+        };
+        let pending = candidates("status = 'pending' AND run_at <= :now");
+        let stale = candidates("status = 'running' AND lease_until < :now");
         Sql {
-            poll: format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({eligible_ids}) ORDER BY priority DESC, id"),
-            claim_batch: format!(
-                "UPDATE tasks SET {CLAIM_SET} WHERE id IN ({eligible_ids}) \
-                 RETURNING {TASK_COLUMNS}, lease_token"
+            poll: format!(
+                "SELECT * FROM ({pending}) UNION ALL SELECT * FROM ({stale}) ORDER BY priority DESC, id LIMIT :limit"
             ),
+            pending_candidates: pending,
+            stale_candidates: stale,
+            claim_row: format!("UPDATE tasks SET {CLAIM_SET} WHERE id = :id"),
             claim_one: format!(
                 "UPDATE tasks SET {CLAIM_SET} WHERE id = :id AND queue = :queue \
                  AND ((status = 'pending' AND run_at <= :now) OR (status = 'running' AND lease_until < :now)){labels} \
-                 RETURNING {TASK_COLUMNS}, lease_token"
+                 RETURNING {TASK_COLUMNS}"
             ),
             next_due: format!(
                 "SELECT min(due) FROM ( \
