@@ -88,20 +88,22 @@ impl Db {
         answer.await.map_err(|_| thread_gone())?
     }
 
-    /// Runs `f` with the watcher connection on a blocking thread.
+    /// Runs `f` on a blocking thread with the watcher connection, which `f` locks only for each
+    /// query so that several waiters can share it.
     pub(crate) async fn watch<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Shared, &Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Shared, &Mutex<Connection>) -> Result<T> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
         let watcher = Arc::clone(&self.watcher);
-        run_blocking(move || {
-            let conn = watcher.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&shared, &conn)
-        })
-        .await
+        run_blocking(move || f(&shared, &watcher)).await
     }
+}
+
+/// Locks a connection, ignoring poisoning: a panic elsewhere leaves SQLite's state consistent.
+pub(crate) fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn thread_gone() -> Error {
