@@ -180,6 +180,26 @@ fn lost_claim(conn: &Connection, id: i64, token: &str) -> Error {
     }
 }
 
+/// What reporting needs of a claim, taken before the hand-off to the writer thread so the task
+/// (whose body may be large) is not copied.
+struct Held {
+    id: i64,
+    token: String,
+    attempt: u32,
+    worker: String,
+}
+
+impl Held {
+    fn of(claim: &Claim) -> Result<Held> {
+        Ok(Held {
+            id: parse_id(claim.task.id.as_str())?,
+            token: claim.token.clone(),
+            attempt: claim.attempt,
+            worker: claim.claimant.worker_id.clone(),
+        })
+    }
+}
+
 /// The end of an attempt that still holds its lease: `update` must be an UPDATE guarded by
 /// `id = :id AND lease_token = :token AND status = 'running'`.
 struct Ending<'a> {
@@ -190,29 +210,21 @@ struct Ending<'a> {
     message: Option<&'a str>,
 }
 
-fn end_attempt(conn: &Connection, claim: &Claim, ending: Ending<'_>) -> Result<()> {
-    let id = parse_id(claim.task.id.as_str())?;
+fn end_attempt(conn: &Connection, held: &Held, ending: Ending<'_>) -> Result<()> {
     let now = now_ms();
     let mut params = ending.params;
-    params.extend([(":id", &id as &dyn ToSql), (":token", &claim.token), (":now", &now)]);
+    params.extend([(":id", &held.id as &dyn ToSql), (":token", &held.token), (":now", &now)]);
     let changed =
         conn.prepare_cached(ending.update).and_then(|mut stmt| stmt.execute(params.as_slice())).ctx(ending.doing)?;
     if changed == 0 {
-        return Err(lost_claim(conn, id, &claim.token));
+        return Err(lost_claim(conn, held.id, &held.token));
     }
     conn.prepare_cached(
         "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
          SELECT id, ?2, claimed_at, ?3, ?4, ?5, ?6 FROM tasks WHERE id = ?1",
     )
     .and_then(|mut stmt| {
-        stmt.execute(rusqlite::params![
-            id,
-            claim.attempt,
-            now,
-            ending.outcome,
-            ending.message,
-            claim.claimant.worker_id
-        ])
+        stmt.execute(rusqlite::params![held.id, held.attempt, now, ending.outcome, ending.message, held.worker])
     })
     .ctx(ending.doing)?;
     Ok(())
@@ -315,8 +327,7 @@ impl TaskQueue for SqliteQueue {
     }
 
     async fn heartbeat(&self, claim: &Claim) -> Result<()> {
-        let id = parse_id(claim.task.id.as_str())?;
-        let token = claim.token.clone();
+        let Held { id, token, .. } = Held::of(claim)?;
         let lease = lease_ms(&claim.claimant);
         self.db
             .call(move |_, conn| {
@@ -342,7 +353,7 @@ impl TaskQueue for SqliteQueue {
     }
 
     async fn complete(&self, claim: &Claim, report: &Report) -> Result<()> {
-        let claim = claim.clone();
+        let held = Held::of(claim)?;
         let usage = UsageColumns::new(report.duration, &report.usage);
         let summary = report.summary.clone();
         let exit_code = report.exit_code;
@@ -357,13 +368,13 @@ impl TaskQueue for SqliteQueue {
                     outcome: AttemptOutcome::Done,
                     message: Some(&summary),
                 };
-                end_attempt(conn, &claim, ending)
+                end_attempt(conn, &held, ending)
             })
             .await
     }
 
     async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<()> {
-        let claim = claim.clone();
+        let held = Held::of(claim)?;
         let usage = UsageColumns::new(failure.duration, &failure.usage);
         let text = failure_text(failure);
         let exit_code = failure.exit_code;
@@ -382,13 +393,13 @@ impl TaskQueue for SqliteQueue {
                 ]);
                 let ending =
                     Ending { doing: "recording a failure", update: FAIL, params, outcome, message: Some(&text) };
-                end_attempt(conn, &claim, ending)
+                end_attempt(conn, &held, ending)
             })
             .await
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
-        let claim = claim.clone();
+        let held = Held::of(claim)?;
         self.db
             .call(move |_, conn| {
                 let ending = Ending {
@@ -398,7 +409,7 @@ impl TaskQueue for SqliteQueue {
                     outcome: AttemptOutcome::Released,
                     message: Some("the worker stopped before the agent finished and gave the task back; the attempt does not count"),
                 };
-                end_attempt(conn, &claim, ending)
+                end_attempt(conn, &held, ending)
             })
             .await
     }
