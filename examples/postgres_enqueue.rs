@@ -15,7 +15,8 @@ async fn main() -> bg_run_core::Result<()> {
     // Tables go in the `bg_run` schema, created on first connect; "docs" is a named queue in it.
     let queue = PostgresQueue::connect(PostgresOptions::new(url).queue("docs")).await?;
 
-    let id = queue.enqueue(NewTask::new("Fix the broken links in README").body("Check every link; fix or remove.")).await?;
+    let id =
+        queue.enqueue(NewTask::new("Fix the broken links in README").body("Check every link; fix or remove.")).await?;
     println!("added task {id}");
 
     // One statement for the whole batch. The unique keys make it idempotent: running this example

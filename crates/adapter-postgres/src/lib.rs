@@ -46,8 +46,9 @@ mod report;
 mod schema;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bg_run_core::redact::{redact, register_secret};
@@ -93,6 +94,25 @@ struct Inner {
     wakeup: Arc<Wakeup>,
     listening: bool,
     stop: CancellationToken,
+    /// When this handle last looked for expired leases, in milliseconds since `started`.
+    last_rescue_ms: AtomicU64,
+    started: Instant,
+}
+
+/// How often a handle whose claims keep finding pending tasks also looks for expired leases (a
+/// claim that finds too few always looks). So on a busy queue a dead worker's task waits at most
+/// this long past its lease, and most claims skip that part of the work.
+const RESCUE_EVERY: Duration = Duration::from_secs(1);
+
+impl Inner {
+    /// Whether this claim should also take expired leases; at most one claim per interval does.
+    fn rescue_due(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_rescue_ms.load(Ordering::Acquire);
+        let every = u64::try_from(RESCUE_EVERY.as_millis()).unwrap_or(1000);
+        (last == 0 || now.saturating_sub(last) >= every)
+            && self.last_rescue_ms.compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
 }
 
 impl Drop for Inner {
@@ -192,6 +212,8 @@ impl PostgresQueue {
                 wakeup,
                 listening,
                 stop,
+                last_rescue_ms: AtomicU64::new(0),
+                started: Instant::now(),
             }),
         })
     }
@@ -282,7 +304,16 @@ impl PostgresQueue {
     async fn claim_rows(&self, n: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
         match &self.inner.mapped {
             Some(mapped) => mapped.claim_batch(&self.inner.db, n, claimant).await,
-            None => claim::claim_batch(&self.inner.db, &self.inner.claims, &self.scope(), n, claimant).await,
+            None => {
+                let (db, sql, scope) = (&self.inner.db, &self.inner.claims, self.scope());
+                let rescue = self.inner.rescue_due();
+                let mut claims = claim::claim_batch(db, sql, &scope, n, rescue, claimant).await?;
+                if !rescue && claims.len() < n {
+                    // Running dry: whatever is left may be an expired lease.
+                    claims.extend(claim::claim_batch(db, sql, &scope, n - claims.len(), true, claimant).await?);
+                }
+                Ok(claims)
+            }
         }
     }
 

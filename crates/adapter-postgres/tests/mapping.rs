@@ -106,9 +106,13 @@ async fn the_user_table_stays_in_charge() {
         .await
         .expect("insert");
 
+    // Both rows claimed at once (uuid ids, so no order to rely on).
+    let mut claims = queue.claim_batch(2, &who).await.expect("claim");
+    claims.sort_by(|a, b| a.task.title.cmp(&b.task.title));
+    let [first, second] = <[_; 2]>::try_from(claims).expect("both rows");
+    assert_eq!((first.task.title.as_str(), second.task.title.as_str()), ("first", "second"));
+
     // A human moving a running row elsewhere cancels it: the worker's claim is gone.
-    let first = queue.claim_one(&who).await.expect("claim").expect("a row");
-    assert_eq!(first.task.title, "first");
     queue.heartbeat(&first).await.expect("heartbeat while running");
     sqlx::query(&format!("UPDATE {table} SET state = 'on_hold' WHERE subject = 'first'"))
         .execute(&db.pool)
@@ -118,7 +122,6 @@ async fn the_user_table_stays_in_charge() {
     assert!(matches!(queue.complete(&first, &Report::default()).await, Err(Error::Conflict { .. })));
 
     // A resolved row that a human reopens starts over with fresh attempts.
-    let second = queue.claim_one(&who).await.expect("claim").expect("a row");
     queue.complete(&second, &Report { summary: "fixed".to_owned(), ..Report::default() }).await.expect("complete");
     sqlx::query(&format!("UPDATE {table} SET state = 'open' WHERE subject = 'second'"))
         .execute(&db.pool)

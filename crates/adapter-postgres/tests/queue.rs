@@ -446,13 +446,14 @@ async fn admin_list_get_retry_and_their_errors() {
 }
 
 /// Connections killed under a running worker (as a server restart does) lose no task: every
-/// task ends reviewed, once.
+/// task ends reviewed, once, and the worker makes progress again after each kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connections_lose_no_task() {
     use bg_run_core::{CancellationToken, RunMode, Worker, WorkerConfig};
+    const TASKS: i64 = 1000;
     let Some(db) = TestDb::new().await else { return };
     let queue = Arc::new(db.connect(8).await);
-    queue.enqueue_many((0..300).map(|i| NewTask::new(format!("task {i}"))).collect()).await.expect("enqueue");
+    queue.enqueue_many((0..TASKS).map(|i| NewTask::new(format!("task {i}"))).collect()).await.expect("enqueue");
 
     let mut config = WorkerConfig::new("restart");
     config.mode = RunMode::Watch;
@@ -460,29 +461,32 @@ async fn killed_connections_lose_no_task() {
     config.poll_interval = Duration::from_millis(100);
     config.lease = Duration::from_secs(1);
     config.backoff_base = Duration::from_millis(10);
-    let agent = Arc::new(common::SleepyAgent::new(Duration::from_millis(10)));
+    let agent = Arc::new(common::SleepyAgent::new(Duration::from_millis(20)));
     let stop = CancellationToken::new();
     let run = tokio::spawn(Worker::new(queue.clone(), agent.clone(), config).run(stop.clone()));
 
     let mut kills = 0;
+    let mut reviewed_at_kill = 0;
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let reviewed = count(&db, "SELECT count(*) FROM {s}.tasks WHERE status = 'review'").await;
-        if reviewed == 300 {
+        if reviewed == TASKS {
             break;
         }
-        assert!(Instant::now() < until, "only {reviewed} of 300 tasks reviewed");
-        if kills < 4 && reviewed >= 50 * (kills + 1) {
+        assert!(Instant::now() < until, "only {reviewed} of {TASKS} tasks reviewed after {kills} kills");
+        // Kill again only once the worker has made progress since the last kill.
+        if kills < 4 && reviewed > reviewed_at_kill + 20 {
             db.kill_connections().await;
             kills += 1;
+            reviewed_at_kill = reviewed;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(kills, 4);
+    assert_eq!(kills, 4, "the run finished before all kills were made; make it longer");
     stop.cancel();
     run.await.expect("worker task").expect("worker run");
-    assert_eq!(count(&db, "SELECT count(*) FROM {s}.attempts WHERE outcome = 'done'").await, 300);
-    assert_eq!(count(&db, "SELECT count(DISTINCT task_id) FROM {s}.attempts WHERE outcome = 'done'").await, 300);
+    assert_eq!(count(&db, "SELECT count(*) FROM {s}.attempts WHERE outcome = 'done'").await, TASKS);
+    assert_eq!(count(&db, "SELECT count(DISTINCT task_id) FROM {s}.attempts WHERE outcome = 'done'").await, TASKS);
 }
 
 /// Several workers starting at once against a new schema: the migration runs once, all connect.
