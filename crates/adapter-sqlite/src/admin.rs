@@ -16,8 +16,7 @@ use crate::status::Status;
 const INSERT: &str = "INSERT INTO tasks \
      (queue, title, body, labels, priority, max_attempts, unique_key, created_at, updated_at, run_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
-     ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
-     RETURNING id";
+     ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING";
 
 fn check_new(task: &NewTask) -> Result<()> {
     task.validate()?;
@@ -49,10 +48,11 @@ fn insert(db: &Shared, conn: &Connection, task: &NewTask, now: i64) -> Result<Ta
         now,
         run_at
     ];
-    let id = match stmt.query_row(params, |row| row.get::<_, i64>(0)).optional().ctx("adding a task")? {
-        Some(id) => id,
+    let inserted = stmt.execute(params).ctx("adding a task")?;
+    let id = match inserted {
+        1 => conn.last_insert_rowid(),
         // The unique key is already taken: enqueueing is idempotent, so answer the first task.
-        None => conn
+        _ => conn
             .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND unique_key = ?2")
             .and_then(|mut s| s.query_row(rusqlite::params![queue, task.unique_key], |row| row.get::<_, i64>(0)))
             .ctx("adding a task")?,
