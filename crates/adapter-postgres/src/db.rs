@@ -6,10 +6,12 @@
 //! whose statement failed at the connection level, or was abandoned half-way (its future
 //! dropped), goes back to the sqlx pool instead, which checks it and closes it if it is broken.
 //! A connection that died while idle here (a server restart) fails its next statement with a
-//! retryable error and is dropped then.
+//! retryable error; since a restart kills all of them at once, every cached connection is then
+//! handed back for checking, so the next statements get working ones. Connections unused for a
+//! minute also go back, so an idle worker does not keep a full pool open.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -20,13 +22,17 @@ type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 pub(crate) struct Db {
     pool: PgPool,
-    idle: Mutex<Vec<PoolConnection<Postgres>>>,
+    /// Most recently used last, with the time each was put back.
+    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
     /// One per pool connection. Cached connections never go back to the sqlx pool, so a caller
     /// waiting there would not see them; everyone waits here instead, and a permit guarantees a
     /// connection is either cached or free in the pool.
     permits: Semaphore,
     acquire_timeout: Duration,
 }
+
+/// How long a connection may sit unused here before it goes back to the sqlx pool.
+const KEEP_IDLE: Duration = Duration::from_secs(60);
 
 /// Errors after which the connection itself cannot be trusted.
 fn breaks_connection(error: &sqlx::Error) -> bool {
@@ -48,7 +54,14 @@ impl Db {
     }
 
     async fn take(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let cached = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (cached, stale) = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = idle.pop().map(|(conn, _)| conn);
+            let fresh_from = idle.iter().position(|(_, since)| since.elapsed() < KEEP_IDLE).unwrap_or(idle.len());
+            (cached, idle.drain(..fresh_from).collect::<Vec<_>>())
+        };
+        // Dropped outside the lock: each goes back to the sqlx pool.
+        drop(stale);
         match cached {
             Some(conn) => Ok(conn),
             None => self.pool.acquire().await,
@@ -58,8 +71,14 @@ impl Db {
     /// Keeps the connection for the next statement if this one left it usable. (A statement whose
     /// future is dropped never gets here: its connection drops back into the sqlx pool.)
     fn put_back<T>(&self, conn: PoolConnection<Postgres>, result: &Result<T, sqlx::Error>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if result.as_ref().err().is_none_or(|e| !breaks_connection(e)) {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            idle.push((conn, Instant::now()));
+        } else {
+            let suspect = std::mem::take(&mut *idle);
+            drop(idle);
+            drop(conn);
+            drop(suspect);
         }
     }
 
