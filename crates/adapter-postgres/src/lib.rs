@@ -56,7 +56,7 @@ use bg_run_core::{
     CancellationToken, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result, Task,
     TaskId, TaskQueue,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use crate::admin::{Action, AdminSql};
 use crate::claim::{ClaimSql, Scope};
@@ -145,6 +145,22 @@ fn register_url_password(url: &str) {
     }
 }
 
+/// Traffic to a server on this machine never leaves it, so TLS there only costs CPU (a large
+/// share of it at thousands of statements per second). Unless the URL or `PGSSLMODE` asks for
+/// a mode, loopback and Unix-socket connections go without it; remote ones keep sqlx's `prefer`.
+fn loopback_without_tls(connect: PgConnectOptions, url: &str) -> PgConnectOptions {
+    let chosen = url.contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
+    let host = connect.get_host();
+    let local = connect.get_socket().is_some()
+        || host.starts_with('/')
+        || matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]");
+    if local && !chosen {
+        connect.ssl_mode(PgSslMode::Disable)
+    } else {
+        connect
+    }
+}
+
 impl PostgresQueue {
     /// Connects, creates or upgrades the schema, and starts the LISTEN connection and the
     /// group-commit writer as the options ask. Needs a Tokio runtime.
@@ -152,7 +168,8 @@ impl PostgresQueue {
         options.validate()?;
         register_url_password(&options.url);
         let connect = PgConnectOptions::from_str(options.url.trim())
-            .map_err(|e| Error::config(redact(&format!("{ADAPTER}: invalid database URL: {e}"))))?
+            .map_err(|e| Error::config(redact(&format!("{ADAPTER}: invalid database URL: {e}"))))?;
+        let connect = loopback_without_tls(connect, &options.url)
             .application_name("bg-run")
             // Every statement is a fixed, parameterised OLTP statement whose generic plan is the
             // right one; re-planning each execution would cost more than running it.
@@ -470,6 +487,18 @@ fn public_futures_are_send(queue: PostgresQueue, options: PostgresOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_is_skipped_only_for_loopback_servers_without_an_explicit_mode() {
+        let mode = |url: &str| loopback_without_tls(PgConnectOptions::from_str(url).expect("url"), url).get_ssl_mode();
+        assert!(matches!(mode("postgres://u@127.0.0.1:5432/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@localhost/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@localhost/db?host=/var/run/postgresql"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@127.0.0.1/db?sslmode=require"), PgSslMode::Require));
+        if std::env::var_os("PGSSLMODE").is_none() {
+            assert!(matches!(mode("postgres://u@db.example.com/db"), PgSslMode::Prefer));
+        }
+    }
 
     #[test]
     fn url_passwords_become_secrets() {
