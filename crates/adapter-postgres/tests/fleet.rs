@@ -50,6 +50,11 @@ async fn four_workers_one_killed_every_task_reviewed_once() {
         assert!(Instant::now() < until, "the fleet did not get going");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Kill the victim while it has agents running, as a crash mid-task would.
+    while agents[VICTIM].in_progress().is_empty() {
+        assert!(Instant::now() < until, "the victim never ran an agent");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let victim = handles.remove(VICTIM);
     victim.abort();
     assert!(victim.await.expect_err("aborted").is_cancelled());
