@@ -74,8 +74,24 @@ async fn check_agent(report: &mut Report, file: &FileConfig, name: &str) {
         let repo = bg_run_dispatch::workspace::check_repository(&workdir).await;
         report.line(&format!("agent {name} worktree"), repo.map(|top| format!("git repository at {}", top.display())));
     }
-    let queue = queues::open(&plan).await.map(|q| format!("{} reachable", q.name())).map_err(|e| e.to_string());
-    report.line(&format!("agent {name} queue"), queue);
+    report.line(&format!("agent {name} queue"), check_queue(&plan).await);
+}
+
+/// Opens the agent's queue as a worker would, except that a missing SQLite file is reported
+/// rather than created: a check changes nothing.
+async fn check_queue(plan: &AgentPlan) -> Result<String, String> {
+    if plan.queue_kind() == "sqlite" {
+        let section = plan.settings.sqlite.clone().unwrap_or_default();
+        let path = section.path.clone().unwrap_or_else(|| bg_run_sqlite::SqliteOptions::DEFAULT_PATH.into());
+        if !path.exists() {
+            return Ok(format!("sqlite database {} will be created on first use", path.display()));
+        }
+        return queues::open_sqlite(&section, false)
+            .await
+            .map(|_| format!("sqlite database {}", path.display()))
+            .map_err(|e| e.to_string());
+    }
+    queues::open(plan).await.map(|q| format!("{} reachable", q.name())).map_err(|e| e.to_string())
 }
 
 async fn check_dispatch(plan: &AgentPlan) -> Result<String, String> {
