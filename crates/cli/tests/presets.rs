@@ -20,17 +20,10 @@ async fn bg_run(sb: Sandbox, args: Vec<String>, env: Vec<(String, String)>) -> (
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_reports_its_summary_cost_and_turns_to_the_task() {
-    let Some(claude) = agent_cli("claude") else { return };
-    let model = FakeModel::start().await;
-    model.push(Turn::text("Fixed the typo in README.md.").usage(1200, 80));
-    let sb = Sandbox::new();
-    let id = sb.add("Fix the typo", &["--body", "README says 'teh'"]);
-    let home = sb.file("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let env = model.claude_env(&home);
-    let args = [
+/// `bg-run --dispatch claude --once` against `model`, with the CLI's own switches for offline use
+/// let through to the agent's clean environment.
+fn claude_args(claude: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--dispatch",
         "claude",
         "--agent-bin",
@@ -41,9 +34,30 @@ async fn claude_reports_its_summary_cost_and_turns_to_the_task() {
         "--env-allow",
         "DISABLE_*",
         "--env-allow",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    ];
-    let (sb, out) = bg_run(sb, args.iter().map(|s| s.to_string()).collect(), env).await;
+        "CLAUDE_CODE_*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn home_in(sb: &Sandbox) -> std::path::PathBuf {
+    let home = sb.file("home");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_reports_its_summary_cost_and_turns_to_the_task() {
+    let Some(claude) = agent_cli("claude") else { return };
+    let model = FakeModel::start().await;
+    model.push(Turn::text("Fixed the typo in README.md.").usage(1200, 80));
+    let sb = Sandbox::new();
+    let id = sb.add("Fix the typo", &["--body", "README says 'teh'"]);
+    let env = model.claude_env(&home_in(&sb));
+    let (sb, out) = bg_run(sb, claude_args(&claude, &[]), env).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let task = sb.task(id);
     assert_eq!(status(&task), "review", "{task}");
@@ -63,26 +77,9 @@ async fn a_claude_api_error_fails_the_attempt_with_the_cli_s_message() {
     model.push(Turn::error(400, "invalid_request_error", "bg-run test: this model is switched off").times(10));
     let sb = Sandbox::new();
     let id = sb.add("Too much", &[]);
-    let home = sb.file("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut env = model.claude_env(&home);
+    let mut env = model.claude_env(&home_in(&sb));
     env.push(("CLAUDE_CODE_MAX_RETRIES".into(), "0".into()));
-    let args = [
-        "--dispatch",
-        "claude",
-        "--agent-bin",
-        claude.to_str().unwrap(),
-        "--model",
-        CLAUDE_MODEL,
-        "--once",
-        "--max-attempts",
-        "1",
-        "--env-allow",
-        "DISABLE_*",
-        "--env-allow",
-        "CLAUDE_CODE_*",
-    ];
-    let (sb, out) = bg_run(sb, args.iter().map(|s| s.to_string()).collect(), env).await;
+    let (sb, out) = bg_run(sb, claude_args(&claude, &["--max-attempts", "1"]), env).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let task = sb.task(id);
     assert_eq!(status(&task), "failed", "{task}");
@@ -97,9 +94,7 @@ async fn codex_reports_its_final_message_and_tokens_to_the_task() {
     model.push(Turn::text("Renamed the function and updated callers.").usage(900, 45));
     let sb = Sandbox::new();
     let id = sb.add("Rename foo to bar", &[]);
-    let home = sb.file("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let env = model.codex_env(&home);
+    let env = model.codex_env(&home_in(&sb));
     let mut args: Vec<String> = ["--dispatch", "codex", "--agent-bin", codex.to_str().unwrap(), "--model", CODEX_MODEL]
         .iter()
         .map(|s| s.to_string())
