@@ -46,7 +46,7 @@ mod report;
 mod schema;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,9 @@ struct Inner {
     /// When this handle last looked for expired leases, in milliseconds since `started`.
     last_rescue_ms: AtomicU64,
     started: Instant,
+    claimed_since_vacuum: AtomicU64,
+    vacuuming: Arc<AtomicBool>,
+    vacuum_sql: Arc<str>,
 }
 
 /// How often a handle whose claims keep finding pending tasks also looks for expired leases (a
@@ -104,7 +107,30 @@ struct Inner {
 /// this long past its lease, and most claims skip that part of the work.
 const RESCUE_EVERY: Duration = Duration::from_secs(1);
 
+/// Claims through one handle between the vacuums it starts. Each claim leaves a dead entry at
+/// the front of the pending index that later claims walk past; autovacuum comes too late for a
+/// queue working thousands of tasks a second (it wakes once a minute), and claims then slow down
+/// steadily. A vacuum of the tasks table takes a fraction of a second and blocks no one.
+const VACUUM_EVERY: u64 = 10_000;
+
 impl Inner {
+    fn count_claims(&self, n: usize) {
+        let total = self.claimed_since_vacuum.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        if total < VACUUM_EVERY || self.vacuuming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.claimed_since_vacuum.store(0, Ordering::Release);
+        let (db, sql, vacuuming) = (self.db.clone(), self.vacuum_sql.clone(), self.vacuuming.clone());
+        tokio::spawn(async move {
+            // Without ownership of the table PostgreSQL only warns and skips it; autovacuum
+            // (tuned for this table by the migrations) still runs.
+            if let Err(error) = db.fetch_optional(sqlx::query(&sql).persistent(false)).await {
+                tracing::debug!(error = %redact(&error.to_string()), "postgres: vacuuming the tasks table failed");
+            }
+            vacuuming.store(false, Ordering::Release);
+        });
+    }
+
     /// Whether this claim should also take expired leases; at most one claim per interval does.
     fn rescue_due(&self) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -231,6 +257,9 @@ impl PostgresQueue {
                 stop,
                 last_rescue_ms: AtomicU64::new(0),
                 started: Instant::now(),
+                claimed_since_vacuum: AtomicU64::new(0),
+                vacuuming: Arc::new(AtomicBool::new(false)),
+                vacuum_sql: format!("VACUUM (SKIP_LOCKED) {s}.tasks").into(),
             }),
         })
     }
@@ -329,6 +358,7 @@ impl PostgresQueue {
                     // Running dry: whatever is left may be an expired lease.
                     claims.extend(claim::claim_batch(db, sql, &scope, n - claims.len(), true, claimant).await?);
                 }
+                self.inner.count_claims(claims.len());
                 Ok(claims)
             }
         }

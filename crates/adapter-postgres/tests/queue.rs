@@ -501,7 +501,37 @@ async fn concurrent_first_connects_migrate_once() {
     while let Some(started) = starting.join_next().await {
         started.expect("connect task").expect("connect");
     }
-    assert_eq!(count(&db, "SELECT count(*) FROM {s}.migrations").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM {s}.migrations").await, 2, "each migration applied once");
+    let options = count(&db, "SELECT count(*) FROM pg_class WHERE oid = '{s}.tasks'::regclass AND 'autovacuum_vacuum_threshold=5000' = ANY(reloptions)").await;
+    assert_eq!(options, 1, "the tasks table is tuned for early vacuums");
+}
+
+/// A handle that has claimed many tasks vacuums the tasks table itself, so claims do not slow down
+/// walking past the dead index entries that earlier claims left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_handle_vacuums_its_table() {
+    let Some(db) = TestDb::new().await else { return };
+    let queue = db.connect(1000).await;
+    queue.enqueue_many((0..10_100).map(|i| NewTask::new(format!("task {i}"))).collect()).await.expect("enqueue");
+    let vacuumed = || {
+        count(
+            &db,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relid = '{s}.tasks'::regclass AND last_vacuum IS NOT NULL",
+        )
+    };
+    assert_eq!(vacuumed().await, 0);
+    let who = claimant("busy", Duration::from_secs(60), 3);
+    let mut claimed = 0;
+    while claimed < 10_100 {
+        let got = queue.claim_batch(1000, &who).await.expect("claim").len();
+        assert!(got > 0, "tasks ran out after {claimed}");
+        claimed += got;
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while vacuumed().await == 0 {
+        assert!(Instant::now() < until, "no vacuum after {claimed} claims");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Bad URLs and unreachable servers give one clear error, without the password.
