@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::claim::{lease_secs, new_token};
 use crate::error::{backend, claim_lost, corrupt};
 use crate::options::{quote_ident, TableMapping};
-use crate::report::{clean_text, UsageColumns};
+use crate::report::{bind_usage, clean_text, UsageColumns};
 
 /// The mapping plus the statements built for it.
 pub(crate) struct MappedTable {
@@ -396,19 +396,4 @@ impl MappedTable {
             .map_err(|e| backend("releasing a row", e))?;
         row.map(|_| ()).ok_or_else(|| claim_lost(claim.task.id.as_str()))
     }
-}
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-fn bind_usage(query: PgQuery<'_>, usage: UsageColumns) -> PgQuery<'_> {
-    query
-        .bind(usage.cost_usd)
-        .bind(usage.turns)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cache_read_tokens)
-        .bind(usage.cache_write_tokens)
-        .bind(usage.duration_ms)
-        .bind(usage.session_id)
-        .bind(usage.exit_code)
 }

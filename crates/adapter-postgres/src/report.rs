@@ -18,7 +18,9 @@ use crate::error::{backend, claim_lost, corrupt};
 
 pub(crate) struct ReportSql {
     complete: String,
+    complete_one: String,
     fail: String,
+    fail_one: String,
     release: String,
 }
 
@@ -82,6 +84,47 @@ impl ReportSql {
                            i.reason, i.kind, i.stderr_tail, i.cost_usd, i.turns, i.input_tokens, i.output_tokens,
                            i.cache_read_tokens, i.cache_write_tokens, i.duration_ms, i.session_id, i.exit_code
                     FROM failed f JOIN input i ON i.id = f.id
+                )
+                SELECT id FROM failed"
+            ),
+            // One row with plain parameters: a sixth less work for the server than the same row
+            // through arrays, which is what batch size 1 (one statement per task) runs on.
+            complete_one: format!(
+                "WITH done AS (
+                    UPDATE {s}.tasks t SET
+                        status = 'review', summary = $3, cost_usd = $4, turns = $5, input_tokens = $6,
+                        output_tokens = $7, cache_read_tokens = $8, cache_write_tokens = $9, duration_ms = $10,
+                        session_id = COALESCE($11, t.session_id), exit_code = $12, lease_token = NULL,
+                        lease_until = NULL, updated_at = now()
+                    WHERE t.id = $1 AND t.lease_token = $2 AND t.status = 'running'
+                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
+                ), history AS (
+                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message, cost_usd,
+                        turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms,
+                        session_id, exit_code)
+                    SELECT id, attempts, claimed_by, claimed_at, 'done', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                    FROM done
+                )
+                SELECT id FROM done"
+            ),
+            fail_one: format!(
+                "WITH failed AS (
+                    UPDATE {s}.tasks t SET
+                        status = CASE WHEN $6::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+                        run_at = COALESCE($6, t.run_at), last_error = $3, failure_kind = $4, cost_usd = $7,
+                        turns = $8, input_tokens = $9, output_tokens = $10, cache_read_tokens = $11,
+                        cache_write_tokens = $12, duration_ms = $13, session_id = COALESCE($14, t.session_id),
+                        exit_code = $15, lease_token = NULL, lease_until = NULL, updated_at = now()
+                    WHERE t.id = $1 AND t.lease_token = $2 AND t.status = 'running'
+                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
+                ), history AS (
+                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message,
+                        failure_kind, stderr_tail, cost_usd, turns, input_tokens, output_tokens,
+                        cache_read_tokens, cache_write_tokens, duration_ms, session_id, exit_code)
+                    SELECT id, attempts, claimed_by, claimed_at,
+                           CASE WHEN $6::timestamptz IS NULL THEN 'gave_up' ELSE 'failed' END,
+                           $3, $4, $5, $7, $8, $9, $10, $11, $12, $13, $14, $15
+                    FROM failed
                 )
                 SELECT id FROM failed"
             ),
@@ -228,7 +271,12 @@ fn written_ids(rows: &[PgRow]) -> Result<HashSet<i64>> {
 }
 
 /// Marks the rows done and returns the ids whose token still matched; the others lost their claim.
-pub(crate) async fn write_completions(db: &Db, sql: &ReportSql, rows: Vec<Completion>) -> Result<HashSet<i64>> {
+pub(crate) async fn write_completions(db: &Db, sql: &ReportSql, mut rows: Vec<Completion>) -> Result<HashSet<i64>> {
+    if rows.len() == 1 {
+        if let Some(row) = rows.pop() {
+            return write_completion(db, sql, row).await;
+        }
+    }
     let mut ids = Vec::with_capacity(rows.len());
     let mut tokens = Vec::with_capacity(rows.len());
     let mut summaries = Vec::with_capacity(rows.len());
@@ -261,7 +309,12 @@ pub(crate) async fn write_completions(db: &Db, sql: &ReportSql, rows: Vec<Comple
 }
 
 /// Records the failed attempts (retry or give up) and returns the ids whose token still matched.
-pub(crate) async fn write_failures(db: &Db, sql: &ReportSql, rows: Vec<FailureRow>) -> Result<HashSet<i64>> {
+pub(crate) async fn write_failures(db: &Db, sql: &ReportSql, mut rows: Vec<FailureRow>) -> Result<HashSet<i64>> {
+    if rows.len() == 1 {
+        if let Some(row) = rows.pop() {
+            return write_failure(db, sql, row).await;
+        }
+    }
     let mut ids = Vec::with_capacity(rows.len());
     let mut tokens = Vec::with_capacity(rows.len());
     let mut reasons = Vec::with_capacity(rows.len());
@@ -299,6 +352,40 @@ pub(crate) async fn write_failures(db: &Db, sql: &ReportSql, rows: Vec<FailureRo
         )
         .await
         .map_err(|e| backend("reporting failed tasks", e))?;
+    written_ids(&rows)
+}
+
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+pub(crate) fn bind_usage(query: PgQuery<'_>, usage: UsageColumns) -> PgQuery<'_> {
+    query
+        .bind(usage.cost_usd)
+        .bind(usage.turns)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cache_read_tokens)
+        .bind(usage.cache_write_tokens)
+        .bind(usage.duration_ms)
+        .bind(usage.session_id)
+        .bind(usage.exit_code)
+}
+
+async fn write_completion(db: &Db, sql: &ReportSql, row: Completion) -> Result<HashSet<i64>> {
+    let query = sqlx::query(&sql.complete_one).bind(row.id).bind(row.token).bind(row.summary);
+    let rows =
+        db.fetch_all(bind_usage(query, row.usage)).await.map_err(|e| backend("reporting a completed task", e))?;
+    written_ids(&rows)
+}
+
+async fn write_failure(db: &Db, sql: &ReportSql, row: FailureRow) -> Result<HashSet<i64>> {
+    let query = sqlx::query(&sql.fail_one)
+        .bind(row.id)
+        .bind(row.token)
+        .bind(row.reason)
+        .bind(row.kind)
+        .bind(row.stderr_tail)
+        .bind(row.retry_at);
+    let rows = db.fetch_all(bind_usage(query, row.usage)).await.map_err(|e| backend("reporting a failed task", e))?;
     written_ids(&rows)
 }
 
