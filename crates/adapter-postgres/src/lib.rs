@@ -111,7 +111,7 @@ const RESCUE_EVERY: Duration = Duration::from_secs(1);
 /// the front of the pending index that later claims walk past; autovacuum comes too late for a
 /// queue working thousands of tasks a second (it wakes once a minute), and claims then slow down
 /// steadily. A vacuum of the tasks table takes a fraction of a second and blocks no one.
-const VACUUM_EVERY: u64 = 10_000;
+const VACUUM_EVERY: u64 = 3_000;
 
 impl Inner {
     fn count_claims(&self, n: usize) {
