@@ -98,6 +98,7 @@ struct Inner {
     last_rescue_ms: AtomicU64,
     started: Instant,
     claimed_since_vacuum: AtomicU64,
+    statements_since_vacuum: AtomicU64,
     vacuuming: Arc<AtomicBool>,
     vacuum_sql: Arc<str>,
 }
@@ -107,18 +108,28 @@ struct Inner {
 /// this long past its lease, and most claims skip that part of the work.
 const RESCUE_EVERY: Duration = Duration::from_secs(1);
 
-/// Claims through one handle between the vacuums it starts. Each claim leaves a dead entry at
-/// the front of the pending index that later claims walk past; autovacuum comes too late for a
-/// queue working thousands of tasks a second (it wakes once a minute), and claims then slow down
-/// steadily. A vacuum of the tasks table takes a fraction of a second and blocks no one.
-const VACUUM_EVERY: u64 = 3_000;
+/// When a handle vacuums the tasks table: after this many claim statements, or this many claimed
+/// rows, since its last vacuum. Each claimed row leaves a dead entry at the front of the pending
+/// index, and every later claim statement walks past all of them until a vacuum removes them;
+/// autovacuum comes too late for a queue working thousands of tasks a second (it wakes once a
+/// minute), and claims slow down steadily. A vacuum takes a fraction of a second and blocks no
+/// one. One-row claims pay the walk on every row, so they want frequent vacuums; batched claims
+/// pay it once per batch, so rows rather than statements decide there.
+const VACUUM_AFTER_STATEMENTS: u64 = 3_000;
+const VACUUM_AFTER_ROWS: u64 = 100_000;
 
 impl Inner {
-    fn count_claims(&self, n: usize) {
-        let total = self.claimed_since_vacuum.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
-        if total < VACUUM_EVERY || self.vacuuming.swap(true, Ordering::AcqRel) {
+    fn count_claims(&self, rows: usize) {
+        if rows == 0 {
             return;
         }
+        let statements = self.statements_since_vacuum.fetch_add(1, Ordering::AcqRel) + 1;
+        let rows = self.claimed_since_vacuum.fetch_add(rows as u64, Ordering::AcqRel) + rows as u64;
+        let due = statements >= VACUUM_AFTER_STATEMENTS || rows >= VACUUM_AFTER_ROWS;
+        if !due || self.vacuuming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.statements_since_vacuum.store(0, Ordering::Release);
         self.claimed_since_vacuum.store(0, Ordering::Release);
         let (db, sql, vacuuming) = (self.db.clone(), self.vacuum_sql.clone(), self.vacuuming.clone());
         tokio::spawn(async move {
@@ -258,6 +269,7 @@ impl PostgresQueue {
                 last_rescue_ms: AtomicU64::new(0),
                 started: Instant::now(),
                 claimed_since_vacuum: AtomicU64::new(0),
+                statements_since_vacuum: AtomicU64::new(0),
                 vacuuming: Arc::new(AtomicBool::new(false)),
                 vacuum_sql: format!("VACUUM (SKIP_LOCKED) {s}.tasks").into(),
             }),
