@@ -119,14 +119,22 @@ async fn four_workers_one_killed_midway_every_task_reaches_review() {
     let schema = unique_schema("bg_run_fleet");
     enqueue(&url, &schema, 2000).await;
     let sb = Sandbox::new();
-    let log = sb.file("runs.log");
 
     let (sb, tasks) = tokio::task::spawn_blocking({
         let (url, schema) = (url.clone(), schema.clone());
         move || {
-            let mut workers: Vec<Child> = (0..4).map(|_| spawn_worker(&sb, &url, &schema, &log, "0.02")).collect();
-            assert!(wait_until(Duration::from_secs(120), || count_status(&list(&sb, &url, &schema), "review") >= 400));
+            // One log per worker, so the test can see the victim at work before killing it.
+            let logs: Vec<PathBuf> = (0..4).map(|n| sb.file(&format!("runs-{n}.log"))).collect();
+            let mut workers: Vec<Child> = logs.iter().map(|log| spawn_worker(&sb, &url, &schema, log, "0.1")).collect();
+            assert!(wait_until(Duration::from_secs(120), || count_status(&list(&sb, &url, &schema), "review") >= 300));
+            let victim_started = || std::fs::metadata(&logs[0]).map(|m| m.len()).unwrap_or(0);
+            let before = victim_started();
+            assert!(
+                wait_until(Duration::from_secs(30), || victim_started() > before),
+                "the victim is not running agents"
+            );
             let mut victim = workers.remove(0);
+            assert!(victim.try_wait().unwrap().is_none(), "the victim died on its own");
             signal(&victim, 9);
             victim.wait().unwrap();
             let all_reviewed =
@@ -148,7 +156,12 @@ async fn four_workers_one_killed_midway_every_task_reaches_review() {
 
     assert_eq!(tasks.len(), 2000);
     assert_eq!(count_status(&tasks, "review"), 2000, "none lost, none left running");
-    let runs = runs_per_task(&sb.file("runs.log"));
+    let runs = (0..4).fold(HashMap::new(), |mut all: HashMap<u64, u32>, n| {
+        for (id, count) in runs_per_task(&sb.file(&format!("runs-{n}.log"))) {
+            *all.entry(id).or_default() += count;
+        }
+        all
+    });
     let mut rerun = 0;
     for task in &tasks {
         let id = task["id"].as_u64().unwrap();
