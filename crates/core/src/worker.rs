@@ -238,6 +238,10 @@ impl Worker {
         // Fired after the grace period: every running agent is stopped.
         let stop_agents = CancellationToken::new();
         let mut queue_errors = 0u32;
+        // After an idle wait the first claim asks for one task: it is the one that woke the
+        // worker, and a queue that claims several statements' worth at once would hold it back
+        // until all of them return. The claims that follow fill the remaining slots.
+        let mut probe = true;
 
         while !shutdown.is_cancelled() {
             while let Some(end) = running.try_join_next() {
@@ -253,10 +257,12 @@ impl Worker {
                 continue;
             }
             let free = config.concurrency.saturating_sub(running.len());
+            let want = if probe { free.min(1) } else { free };
+            probe = false;
             let mut found = 0;
-            if free > 0 {
+            if want > 0 {
                 let claimed = tokio::select! {
-                    r = shared.queue.claim_batch(free, &shared.claimant) => r,
+                    r = shared.queue.claim_batch(want, &shared.claimant) => r,
                     _ = shutdown.cancelled() => break,
                 };
                 match claimed {
@@ -281,7 +287,7 @@ impl Worker {
                     }
                 }
             }
-            if found > 0 && found == free {
+            if found > 0 && found == want {
                 // Full: go round once a slot frees (or immediately if more slots are open).
                 if running.len() >= config.concurrency {
                     wait_any(&mut running, &mut summary, &shutdown, std::future::pending()).await;
@@ -296,7 +302,8 @@ impl Worker {
                 RunMode::Once => wait_any(&mut running, &mut summary, &shutdown, std::future::pending()).await,
                 RunMode::Watch => {
                     let wake = shared.queue.wait_for_work(config.poll_interval);
-                    wait_any(&mut running, &mut summary, &shutdown, wake).await
+                    wait_any(&mut running, &mut summary, &shutdown, wake).await;
+                    probe = true;
                 }
             }
         }
