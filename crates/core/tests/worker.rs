@@ -24,6 +24,8 @@ struct MemoryQueue {
     calls: Mutex<Vec<Call>>,
     /// Number of claim_batch calls that fail before the queue recovers.
     failing_claims: AtomicUsize,
+    /// Every claim_batch call: how many tasks it asked for and how many it got.
+    claim_batches: Mutex<Vec<(usize, usize)>>,
 }
 
 impl MemoryQueue {
@@ -50,6 +52,16 @@ impl TaskQueue for MemoryQueue {
     }
     async fn poll(&self, max: usize) -> Result<Vec<Task>> {
         Ok(self.open.lock().unwrap().values().take(max).cloned().collect())
+    }
+    async fn claim_batch(&self, max: usize, claimant: &Claimant) -> Result<Vec<Claim>> {
+        let mut claims = Vec::new();
+        for task in self.poll(max).await? {
+            if let ClaimOutcome::Claimed(claim) = self.claim(&task, claimant).await? {
+                claims.push(*claim);
+            }
+        }
+        self.claim_batches.lock().unwrap().push((max, claims.len()));
+        Ok(claims)
     }
     async fn claim(&self, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
         if self.failing_claims.load(Ordering::SeqCst) > 0 {
@@ -141,6 +153,26 @@ async fn once_mode_completes_every_eligible_task() {
     assert_eq!(summary.completed, 25);
     assert!(summary.all_succeeded());
     assert_eq!(queue.calls().iter().filter(|c| matches!(c, Call::Complete(_))).count(), 25);
+}
+
+#[tokio::test]
+async fn a_woken_worker_claims_one_task_first_then_fills_its_slots() {
+    let queue = MemoryQueue::with(Vec::new());
+    let agent = agent(|_, _| Outcome::success("ok"));
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(queue.clone(), agent.clone(), config(RunMode::Watch));
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    queue.open.lock().unwrap().extend(tasks(3).into_iter().map(|t| (t.id.to_string(), t)));
+    while queue.calls().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    assert_eq!(run.await.unwrap().unwrap().completed, 3);
+    let batches = queue.claim_batches.lock().unwrap().clone();
+    let first_hit = batches.iter().position(|&(_, got)| got > 0).expect("a claim found the tasks");
+    assert_eq!(batches[first_hit], (1, 1), "the claim after the wake-up asks for one task: {batches:?}");
+    assert_eq!(batches[first_hit + 1], (3, 2), "the next one asks for the free slots: {batches:?}");
 }
 
 #[tokio::test]
