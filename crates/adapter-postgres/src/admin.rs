@@ -7,7 +7,10 @@ use sqlx::Row;
 use crate::db::Db;
 
 use crate::error::{backend, corrupt};
-use crate::record::{attempt_from_row, record_from_row, Status, TaskRecord, ATTEMPT_COLUMNS, RECORD_COLUMNS};
+use crate::record::{
+    attempt_from_row, record_from_row, Status, TaskRecord, ATTEMPT_COLUMNS, DONE_ATTEMPT_COLUMNS,
+    DONE_ATTEMPT_FROM_TASK, RECORD_COLUMNS,
+};
 
 pub(crate) struct AdminSql {
     enqueue: String,
@@ -22,6 +25,13 @@ pub(crate) struct AdminSql {
 
 impl AdminSql {
     pub(crate) fn new(s: &str, channel: &str) -> Self {
+        // A task leaving review takes its successful attempt out of its row into the history.
+        let archive_done = format!(
+            "archived AS (
+                INSERT INTO {s}.attempts ({DONE_ATTEMPT_COLUMNS})
+                SELECT {DONE_ATTEMPT_FROM_TASK} FROM target WHERE status = 'review'
+            )"
+        );
         AdminSql {
             // Ids are drawn first so every input row has one in input order, inserted or not;
             // rows that hit an existing unique key keep theirs unused and are looked up after.
@@ -56,11 +66,18 @@ impl AdminSql {
             ),
             get: format!("SELECT {RECORD_COLUMNS} FROM {s}.tasks WHERE id = $1"),
             history: format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM {s}.attempts WHERE task_id = $1 ORDER BY finished_at, attempt"
+                "SELECT {ATTEMPT_COLUMNS} FROM (
+                    SELECT {DONE_ATTEMPT_COLUMNS} FROM {s}.attempts WHERE task_id = $1
+                    UNION ALL
+                    SELECT {DONE_ATTEMPT_FROM_TASK} FROM {s}.tasks WHERE id = $1 AND status = 'review'
+                 ) AS a(task_id, attempt, worker, started_at, finished_at, outcome, message, cost_usd, turns,
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms,
+                        session_id, exit_code)
+                 ORDER BY finished_at, attempt"
             ),
             close: format!(
                 "WITH target AS (
-                    SELECT id, status, attempts, claimed_by, claimed_at FROM {s}.tasks WHERE id = $1 FOR UPDATE
+                    SELECT * FROM {s}.tasks WHERE id = $1 FOR UPDATE
                 ), changed AS (
                     UPDATE {s}.tasks t SET status = 'closed', lease_token = NULL, lease_until = NULL, updated_at = now()
                     FROM target WHERE t.id = target.id
@@ -69,7 +86,7 @@ impl AdminSql {
                     INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message)
                     SELECT id, attempts, claimed_by, claimed_at, 'cancelled', 'closed by a human while it ran'
                     FROM target WHERE status = 'running'
-                )
+                ), {archive_done}
                 SELECT target.status, changed.id IS NOT NULL AS changed FROM target LEFT JOIN changed ON true"
             ),
             cancel: format!(
@@ -90,13 +107,13 @@ impl AdminSql {
             // A retried task starts over with fresh attempts and is eligible at once.
             retry: format!(
                 "WITH target AS (
-                    SELECT id, status FROM {s}.tasks WHERE id = $1 FOR UPDATE
+                    SELECT * FROM {s}.tasks WHERE id = $1 FOR UPDATE
                 ), changed AS (
                     UPDATE {s}.tasks t SET status = 'pending', attempts = 0, run_at = now(), lease_token = NULL,
                         lease_until = NULL, updated_at = now()
                     FROM target WHERE t.id = target.id AND target.status <> 'running'
                     RETURNING t.id, t.queue
-                )
+                ), {archive_done}
                 SELECT target.status, changed.id IS NOT NULL AS changed,
                        CASE WHEN changed.id IS NOT NULL THEN pg_notify('{channel}', changed.queue)::text END AS woke
                 FROM target LEFT JOIN changed ON true"

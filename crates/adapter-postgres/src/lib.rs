@@ -210,7 +210,12 @@ impl PostgresQueue {
             .application_name("bg-run")
             // Every statement is a fixed, parameterised OLTP statement whose generic plan is the
             // right one; re-planning each execution would cost more than running it.
-            .options([("plan_cache_mode", "force_generic_plan")]);
+            // Statistics on a queue's table are always stale: taken while the queue was empty,
+            // they make a bitmap scan look cheap for a claim, and that scan then reads and sorts
+            // every pending task (to disk, with a large backlog) instead of walking the pending
+            // index in order and stopping after the batch. bg-run's statements have no use for
+            // bitmap scans, so its connections turn them off.
+            .options([("plan_cache_mode", "force_generic_plan"), ("enable_bitmapscan", "off")]);
         // No ping before each use: sqlx already checks a connection when it is given back, and
         // one that died idle (a server restart) fails its next statement with a retryable error.
         let pool = PgPoolOptions::new()

@@ -186,6 +186,15 @@ pub(crate) const RECORD_COLUMNS: &str = "id, title, body, status, attempts, \
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "task_id, attempt, started_at, finished_at, outcome, message, worker, exit_code, cost_usd, turns, duration_ms, session_id";
 
+/// A task in `review` holds its successful last attempt in its own row: writing a history row
+/// for every completion would cost the server a fifth more work per task. The attempt moves to
+/// the attempts table when the task leaves `review` (closed or retried), so no other status
+/// holds one. These are the attempts table's columns, and the task row's values for them.
+pub(crate) const DONE_ATTEMPT_COLUMNS: &str = "task_id, attempt, worker, started_at, finished_at, outcome, message, \
+    cost_usd, turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms, session_id, exit_code";
+pub(crate) const DONE_ATTEMPT_FROM_TASK: &str = "id, attempts, claimed_by, claimed_at, updated_at, 'done', summary, \
+    cost_usd, turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms, session_id, exit_code";
+
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
     column: &str,

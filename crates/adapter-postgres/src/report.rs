@@ -1,5 +1,7 @@
 //! Reports on bg-run's own table: completions and failures written many rows per statement,
-//! each row only if its lease token still matches, with one history row per finished attempt.
+//! each row only if its lease token still matches. A failed or released attempt gets a row in the
+//! attempts table; a successful one stays in the task row while the task is in review (see
+//! [`crate::record::DONE_ATTEMPT_FROM_TASK`]).
 //!
 //! The same statements serve one task (batch size 1) and a group commit of many: the rows travel
 //! as parallel arrays and `unnest` turns them back into a table, so a statement's text never
@@ -43,15 +45,7 @@ impl ReportSql {
                         exit_code = i.exit_code, lease_token = NULL, lease_until = NULL, updated_at = now()
                     FROM input i
                     WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'running'
-                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
-                ), history AS (
-                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message, cost_usd,
-                        turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms,
-                        session_id, exit_code)
-                    SELECT d.id, d.attempts, d.claimed_by, d.claimed_at, 'done', i.summary, i.cost_usd, i.turns,
-                           i.input_tokens, i.output_tokens, i.cache_read_tokens, i.cache_write_tokens,
-                           i.duration_ms, i.session_id, i.exit_code
-                    FROM done d JOIN input i ON i.id = d.id
+                    RETURNING t.id
                 )
                 SELECT id FROM done"
             ),
@@ -97,13 +91,7 @@ impl ReportSql {
                         session_id = COALESCE($11, t.session_id), exit_code = $12, lease_token = NULL,
                         lease_until = NULL, updated_at = now()
                     WHERE t.id = $1 AND t.lease_token = $2 AND t.status = 'running'
-                    RETURNING t.id, t.attempts, t.claimed_by, t.claimed_at
-                ), history AS (
-                    INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message, cost_usd,
-                        turns, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, duration_ms,
-                        session_id, exit_code)
-                    SELECT id, attempts, claimed_by, claimed_at, 'done', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-                    FROM done
+                    RETURNING t.id
                 )
                 SELECT id FROM done"
             ),

@@ -75,14 +75,11 @@ async fn four_workers_one_killed_every_task_reviewed_once() {
     }
 
     assert_eq!(scalar(&db, "SELECT count(*) FROM {s}.tasks WHERE status <> 'review'").await, 0);
-    assert_eq!(scalar(&db, "SELECT count(*) FROM {s}.attempts WHERE outcome = 'done'").await, 2000);
+    // A task in review holds its successful attempt in its own row; the attempts table has every
+    // earlier one.
+    assert_eq!(scalar(&db, "SELECT count(*) FROM {s}.attempts WHERE outcome = 'done'").await, 0);
     assert_eq!(
-        scalar(&db, "SELECT count(DISTINCT task_id) FROM {s}.attempts WHERE outcome = 'done'").await,
-        2000,
-        "a task was completed twice"
-    );
-    assert_eq!(
-        scalar(&db, "SELECT count(*) FROM {s}.tasks t WHERE attempts <> (SELECT count(*) FROM {s}.attempts a WHERE a.task_id = t.id)").await,
+        scalar(&db, "SELECT count(*) FROM {s}.tasks t WHERE attempts <> 1 + (SELECT count(*) FROM {s}.attempts a WHERE a.task_id = t.id)").await,
         0,
         "every attempt, finished or expired, is counted and recorded"
     );
