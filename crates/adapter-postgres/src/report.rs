@@ -252,6 +252,21 @@ impl UsageArrays {
         self.session_id.push(u.session_id);
         self.exit_code.push(u.exit_code);
     }
+
+    /// Binds the arrays in the order of the usage columns in the statements, after the ones
+    /// specific to the report.
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.cost_usd)
+            .bind(self.turns)
+            .bind(self.input_tokens)
+            .bind(self.output_tokens)
+            .bind(self.cache_read_tokens)
+            .bind(self.cache_write_tokens)
+            .bind(self.duration_ms)
+            .bind(self.session_id)
+            .bind(self.exit_code)
+    }
 }
 
 fn written_ids(rows: &[PgRow]) -> Result<HashSet<i64>> {
@@ -275,24 +290,8 @@ pub(crate) async fn write_completions(db: &Db, sql: &ReportSql, mut rows: Vec<Co
         summaries.push(row.summary);
         usage.push(row.usage);
     }
-    let rows = db
-        .fetch_all(
-            sqlx::query(&sql.complete)
-                .bind(ids)
-                .bind(tokens)
-                .bind(summaries)
-                .bind(usage.cost_usd)
-                .bind(usage.turns)
-                .bind(usage.input_tokens)
-                .bind(usage.output_tokens)
-                .bind(usage.cache_read_tokens)
-                .bind(usage.cache_write_tokens)
-                .bind(usage.duration_ms)
-                .bind(usage.session_id)
-                .bind(usage.exit_code),
-        )
-        .await
-        .map_err(|e| backend("reporting completed tasks", e))?;
+    let query = sqlx::query(&sql.complete).bind(ids).bind(tokens).bind(summaries);
+    let rows = db.fetch_all(usage.bind(query)).await.map_err(|e| backend("reporting completed tasks", e))?;
     written_ids(&rows)
 }
 
@@ -319,27 +318,8 @@ pub(crate) async fn write_failures(db: &Db, sql: &ReportSql, mut rows: Vec<Failu
         retry_at.push(row.retry_at);
         usage.push(row.usage);
     }
-    let rows = db
-        .fetch_all(
-            sqlx::query(&sql.fail)
-                .bind(ids)
-                .bind(tokens)
-                .bind(reasons)
-                .bind(kinds)
-                .bind(tails)
-                .bind(retry_at)
-                .bind(usage.cost_usd)
-                .bind(usage.turns)
-                .bind(usage.input_tokens)
-                .bind(usage.output_tokens)
-                .bind(usage.cache_read_tokens)
-                .bind(usage.cache_write_tokens)
-                .bind(usage.duration_ms)
-                .bind(usage.session_id)
-                .bind(usage.exit_code),
-        )
-        .await
-        .map_err(|e| backend("reporting failed tasks", e))?;
+    let query = sqlx::query(&sql.fail).bind(ids).bind(tokens).bind(reasons).bind(kinds).bind(tails).bind(retry_at);
+    let rows = db.fetch_all(usage.bind(query)).await.map_err(|e| backend("reporting failed tasks", e))?;
     written_ids(&rows)
 }
 
