@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State as AxState};
+use axum::extract::{Extension, FromRequest, Path, Query, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -68,12 +68,22 @@ fn invalid(resource: &str, field: &str, code: &str, message: Option<&str>, docs:
     (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
 }
 
-/// Errors are boxed: a `Response` is large and the happy path should not pay for it.
-fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
-    if body.is_empty() {
-        return Ok(json!({}));
+/// A request body parsed as JSON; a body that does not parse is rejected as GitHub rejects it. An
+/// empty body is an empty object.
+struct JsonBody(Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        if body.is_empty() {
+            return Ok(JsonBody(json!({})));
+        }
+        serde_json::from_slice(&body)
+            .map(JsonBody)
+            .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS))
     }
-    serde_json::from_slice(body).map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS)))
 }
 
 fn etag_of(body: &str) -> String {
@@ -159,6 +169,11 @@ fn paginate<T>(base: &str, path: &str, params: &[(String, String)], items: Vec<T
         links.push(format!("{}; rel=\"first\"", url(1)));
     }
     (slice, Some(links.join(", ")))
+}
+
+/// The number of an issue that exists in this repository, from the path's parts.
+fn issue_at(s: &State, owner: &str, repo: &str, number: &str) -> Option<u64> {
+    issue_number(number).filter(|n| s.issues.contains_key(n) && s.is_repo(owner, repo))
 }
 
 fn issue_number(raw: &str) -> Option<u64> {
@@ -272,13 +287,9 @@ async fn create_issue(
     AxState(state): AxState<Shared>,
     Extension(Login(login)): Extension<Login>,
     Path((owner, repo)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(input): JsonBody,
 ) -> Response {
     let docs = "https://docs.github.com/rest/issues/issues#create-an-issue";
-    let input = match parse_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
     let mut s = lock(&state);
     if !s.is_repo(&owner, &repo) {
         return not_found();
@@ -322,7 +333,7 @@ async fn get_issue(
     headers: HeaderMap,
 ) -> Response {
     let s = lock(&state);
-    let Some(issue) = issue_number(&number).and_then(|n| s.issues.get(&n)).filter(|_| s.is_repo(&owner, &repo)) else {
+    let Some(issue) = issue_at(&s, &owner, &repo, &number).and_then(|n| s.issues.get(&n)) else {
         return not_found();
     };
     conditional(&headers, StatusCode::OK, &s.issue_json(issue), vec![])
@@ -331,15 +342,11 @@ async fn get_issue(
 async fn update_issue(
     AxState(state): AxState<Shared>,
     Path((owner, repo, number)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(input): JsonBody,
 ) -> Response {
     let docs = "https://docs.github.com/rest/issues/issues#update-an-issue";
-    let input = match parse_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
     let mut s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     if let Some(state_value) = input.get("state") {
@@ -382,7 +389,7 @@ async fn list_comments(
     headers: HeaderMap,
 ) -> Response {
     let s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     let since =
@@ -414,15 +421,11 @@ async fn create_comment(
     AxState(state): AxState<Shared>,
     Extension(Login(login)): Extension<Login>,
     Path((owner, repo, number)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(input): JsonBody,
 ) -> Response {
     let docs = "https://docs.github.com/rest/issues/comments#create-an-issue-comment";
-    let input = match parse_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
     let mut s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     let text = match comment_body(&input, docs) {
@@ -456,13 +459,9 @@ async fn update_comment(
     AxState(state): AxState<Shared>,
     Extension(Login(login)): Extension<Login>,
     Path((owner, repo, id)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(input): JsonBody,
 ) -> Response {
     let docs = "https://docs.github.com/rest/issues/comments#update-an-issue-comment";
-    let input = match parse_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
     let mut s = lock(&state);
     let Some(id) = id.parse::<u64>().ok().filter(|id| s.comments.contains_key(id) && s.is_repo(&owner, &repo)) else {
         return not_found();
@@ -491,7 +490,7 @@ async fn list_labels(
     headers: HeaderMap,
 ) -> Response {
     let s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     let items = match s.labels_json(n) {
@@ -507,15 +506,11 @@ async fn list_labels(
 async fn add_labels(
     AxState(state): AxState<Shared>,
     Path((owner, repo, number)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(input): JsonBody,
 ) -> Response {
     let docs = "https://docs.github.com/rest/issues/labels#add-labels-to-an-issue";
-    let input = match parse_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
     let mut s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     // Documented bodies: {"labels": ["bug"]}, {"labels": [{"name": "bug"}]}, or ["bug"].
@@ -541,7 +536,7 @@ async fn remove_label(
     Path((owner, repo, number, name)): Path<(String, String, String, String)>,
 ) -> Response {
     let mut s = lock(&state);
-    let Some(n) = issue_number(&number).filter(|n| s.issues.contains_key(n) && s.is_repo(&owner, &repo)) else {
+    let Some(n) = issue_at(&s, &owner, &repo, &number) else {
         return not_found();
     };
     match s.remove_label(n, &name) {
