@@ -40,6 +40,8 @@ pub(crate) struct Db {
     /// Only runs `PRAGMA data_version` and the next-due query, so a waiting worker never queues
     /// behind writes.
     watcher: Arc<Mutex<Connection>>,
+    /// Writes to the database's files, watched from the first wait on (see `watch.rs`).
+    pub(crate) file_writes: std::sync::OnceLock<Option<crate::watch::FileWrites>>,
 }
 
 impl Db {
@@ -72,7 +74,7 @@ impl Db {
             .name("bg-run-sqlite".to_owned())
             .spawn(move || write_loop(&writer_shared, &conn, &queued, &checkpoints))
             .map_err(|e| Error::backend(ADAPTER, format!("cannot start the database thread: {e}"), false))?;
-        Ok(Db { shared, jobs, watcher: Arc::new(Mutex::new(watcher)) })
+        Ok(Db { shared, jobs, watcher: Arc::new(Mutex::new(watcher)), file_writes: std::sync::OnceLock::new() })
     }
 
     /// Runs `f` on the writer thread inside a write transaction (shared with other queued

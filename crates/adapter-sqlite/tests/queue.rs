@@ -279,6 +279,32 @@ async fn a_waiting_worker_wakes_when_another_process_adds_a_task() {
     assert_eq!(watcher.poll(10).await.expect("poll").len(), 1);
 }
 
+/// On Linux the wake-up comes from the write to the database's files, not from the once-a-second
+/// check kept for file systems without events: a worker waiting through a second of quiet sees a
+/// new task well before its next check. (Where no file events can be had at all, the version is
+/// checked every 10 ms, which passes too.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_waiting_worker_sees_a_commit_at_once() {
+    let db = TempDb::new();
+    let watcher = Arc::new(db.open().await);
+    let other_process = db.open().await;
+    for round in 0..3 {
+        let waiting = {
+            let watcher = watcher.clone();
+            tokio::spawn(async move { watcher.wait_for_work(Duration::from_secs(30)).await })
+        };
+        // Past at least one once-a-second check, so the next one is a full second away or near.
+        tokio::time::sleep(Duration::from_millis(1100 + round * 150)).await;
+        let added = Instant::now();
+        add(&other_process, &format!("new work {round}")).await;
+        tokio::time::timeout(Duration::from_secs(25), waiting).await.expect("woke").expect("join");
+        let waited = added.elapsed();
+        assert!(waited < Duration::from_millis(500), "round {round}: woke {waited:?} after the commit");
+        claim_one(&watcher, &claimant("w", LONG)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_idle_wait_lasts_until_its_timeout() {
     let db = TempDb::new();
