@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bg_run_core::{
     async_trait, CancellationToken, DispatchContext, Dispatcher, FailureKind, NewTask, Outcome, RunMode, Task,
-    TaskQueue, Worker, WorkerConfig,
+    TaskQueue, TaskStore, Worker, WorkerConfig,
 };
 use bg_run_sqlite::{SqliteOptions, SqliteQueue};
 

@@ -5,7 +5,7 @@
 //!      cargo run -p bg-run-examples --example postgres_enqueue
 //! Then work the queue with `bg-run --queue postgres --queue-name docs -- AGENT ...` (as many as you like, on any machine).
 
-use bg_run_core::{NewTask, TaskQueue};
+use bg_run_core::{NewTask, TaskQueue, TaskStore};
 use bg_run_postgres::{PostgresOptions, PostgresQueue, Status};
 use chrono::{Duration, Utc};
 

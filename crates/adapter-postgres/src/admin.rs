@@ -1,6 +1,6 @@
 //! Adding tasks and the human side of the lifecycle: list, show, close, retry, cancel.
 
-use bg_run_core::{Error, NewTask, Result, TaskId};
+use bg_run_core::{Error, NewTask, Result, Status, TaskId, TaskRecord};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -8,8 +8,7 @@ use crate::db::Db;
 
 use crate::error::{backend, corrupt};
 use crate::record::{
-    attempt_from_row, record_from_row, Status, TaskRecord, ATTEMPT_COLUMNS, DONE_ATTEMPT_COLUMNS,
-    DONE_ATTEMPT_FROM_TASK, RECORD_COLUMNS,
+    attempt_from_row, record_from_row, ATTEMPT_COLUMNS, DONE_ATTEMPT_COLUMNS, DONE_ATTEMPT_FROM_TASK, RECORD_COLUMNS,
 };
 
 pub(crate) struct AdminSql {
@@ -120,6 +119,15 @@ impl AdminSql {
             ),
         }
     }
+}
+
+/// The row id behind a task id as `bg-run tasks` prints it; anything else is a `Config` error
+/// that names it.
+pub(crate) fn parse_id(id: &TaskId) -> Result<i64> {
+    id.as_str()
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(format!("'{id}' is not a task id: ids are numbers, as `bg-run tasks` lists them")))
 }
 
 fn check_text(what: &str, text: &str) -> Result<()> {

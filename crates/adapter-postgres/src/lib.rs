@@ -22,7 +22,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> bg_run_core::Result<()> {
-//! use bg_run_core::{NewTask, TaskQueue};
+//! use bg_run_core::{NewTask, TaskQueue, TaskStore};
 //! use bg_run_postgres::{PostgresOptions, PostgresQueue, Status};
 //!
 //! let queue = PostgresQueue::connect(PostgresOptions::new("postgres://localhost/app").queue("docs")).await?;
@@ -68,7 +68,8 @@ use crate::mapping::MappedTable;
 use crate::report::{Completion, FailureRow, ReportSql};
 
 pub use crate::options::{PostgresOptions, TableMapping};
-pub use crate::record::{AttemptOutcome, AttemptRecord, Status, TaskRecord};
+/// The store model lives in core; re-exported so users of this crate need not name core for it.
+pub use bg_run_core::{AttemptOutcome, AttemptRecord, Status, TaskRecord, TaskStore};
 
 /// The PostgreSQL task queue. Cheap to clone; clones share the pool, the listener and the
 /// group-commit writer, which stop when the last clone is dropped.
@@ -315,49 +316,6 @@ impl PostgresQueue {
         }
     }
 
-    /// Adds all tasks with one multi-row insert and returns their ids in order. Tasks without a
-    /// queue go to this handle's queue. A task whose unique key already exists in its queue is
-    /// not added again; the existing task's id is returned for it.
-    pub async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
-        self.own_table("enqueue")?;
-        admin::enqueue_many(&self.inner.db, &self.inner.admin, &self.inner.queue, tasks).await
-    }
-
-    /// This handle's queue's tasks, optionally only those in `status`, oldest first. Records come
-    /// without their attempt history; [`PostgresQueue::get`] has it.
-    pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
-        self.own_table("list")?;
-        admin::list(&self.inner.db, &self.inner.admin, &self.inner.queue, status).await
-    }
-
-    /// One task (of any queue in the schema) with its attempt history. `NotFound` if none has
-    /// this id.
-    pub async fn get(&self, id: i64) -> Result<TaskRecord> {
-        self.own_table("show")?;
-        admin::get(&self.inner.db, &self.inner.admin, id).await
-    }
-
-    /// Closes the task (a human has dealt with it). A running task's agent is stopped: its
-    /// worker's next heartbeat finds the claim gone.
-    pub async fn close(&self, id: i64) -> Result<TaskRecord> {
-        self.own_table("close")?;
-        admin::change(&self.inner.db, &self.inner.admin, id, Action::Close).await
-    }
-
-    /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
-    /// eligible at once. `Conflict` while it is running.
-    pub async fn retry(&self, id: i64) -> Result<TaskRecord> {
-        self.own_table("retry")?;
-        admin::change(&self.inner.db, &self.inner.admin, id, Action::Retry).await
-    }
-
-    /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
-    /// heartbeat. `Conflict` for a task that already finished.
-    pub async fn cancel(&self, id: i64) -> Result<TaskRecord> {
-        self.own_table("cancel")?;
-        admin::change(&self.inner.db, &self.inner.admin, id, Action::Cancel).await
-    }
-
     /// Closes the connections once operations in progress finish. Clones stop working.
     pub async fn disconnect(&self) {
         self.inner.stop.cancel();
@@ -398,6 +356,55 @@ impl PostgresQueue {
         } else {
             Err(claim_lost(claim.task.id.as_str()))
         }
+    }
+}
+
+/// Admin operations work on bg-run's own table only: in table-mapping mode each one is
+/// `Unsupported`. Ids are the row numbers `bg-run tasks` prints; anything else is a `Config` error
+/// that names it.
+#[async_trait]
+impl TaskStore for PostgresQueue {
+    /// Adds all tasks with one multi-row insert and returns their ids in order. Tasks without a
+    /// queue go to this handle's queue. A task whose unique key already exists in its queue is
+    /// not added again; the existing task's id is returned for it.
+    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+        self.own_table("enqueue")?;
+        admin::enqueue_many(&self.inner.db, &self.inner.admin, &self.inner.queue, tasks).await
+    }
+
+    /// This handle's queue's tasks, optionally only those in `status`, oldest first. Records come
+    /// without their attempt history; [`TaskStore::get`] has it.
+    async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
+        self.own_table("list")?;
+        admin::list(&self.inner.db, &self.inner.admin, &self.inner.queue, status).await
+    }
+
+    /// One task (of any queue in the schema) with its attempt history. `NotFound` if none has
+    /// this id.
+    async fn get(&self, id: &TaskId) -> Result<TaskRecord> {
+        self.own_table("show")?;
+        admin::get(&self.inner.db, &self.inner.admin, admin::parse_id(id)?).await
+    }
+
+    /// Closes the task (a human has dealt with it). A running task's agent is stopped: its
+    /// worker's next heartbeat finds the claim gone.
+    async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
+        self.own_table("close")?;
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Close).await
+    }
+
+    /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
+    /// eligible at once. `Conflict` while it is running.
+    async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
+        self.own_table("retry")?;
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Retry).await
+    }
+
+    /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
+    /// heartbeat. `Conflict` for a task that is not pending or running (already cancelled too).
+    async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
+        self.own_table("cancel")?;
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Cancel).await
     }
 }
 
@@ -514,19 +521,14 @@ impl TaskQueue for PostgresQueue {
     }
 }
 
-/// Compile-time check that the public futures are `Send`, so they work under `tokio::spawn` and
-/// in `async_trait` code (some sqlx calls on a borrowed transaction are not, for every lifetime).
+/// Compile-time check that the public inherent futures are `Send`, so they work under
+/// `tokio::spawn` (some sqlx calls on a borrowed transaction are not, for every lifetime). The
+/// trait methods need no check: `async_trait` makes their futures `Send` or fails to compile.
 #[allow(dead_code)]
 fn public_futures_are_send(queue: PostgresQueue, options: PostgresOptions) {
     fn send<T: Send>(_: T) {}
     send(PostgresQueue::connect(options));
     send(async move {
-        let _ = queue.enqueue_many(Vec::new()).await;
-        let _ = queue.list(None).await;
-        let _ = queue.get(1).await;
-        let _ = queue.close(1).await;
-        let _ = queue.retry(1).await;
-        let _ = queue.cancel(1).await;
         queue.disconnect().await;
     });
 }

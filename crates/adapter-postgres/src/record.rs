@@ -1,177 +1,12 @@
-//! What the admin API returns, and the mapping between rows and the core task model.
+//! The mapping between rows and the core task model and records.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
-use bg_run_core::{Error, Task, TaskId, Tokens};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use bg_run_core::{AttemptRecord, Error, Task, TaskId, TaskRecord, Tokens};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::error::corrupt;
-
-/// Where a task is in its life. The worker moves `pending → running → review | failed`; a human
-/// moves tasks to `closed` or `cancelled`, or back to `pending` with a retry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Waiting for a worker (possibly until its retry time).
-    Pending,
-    /// Claimed by a worker whose agent is working on it.
-    Running,
-    /// The agent finished; a human reviews the result.
-    Review,
-    /// Given up after its attempts ran out.
-    Failed,
-    /// Closed by a human.
-    Closed,
-    /// Cancelled by a human before or while it ran.
-    Cancelled,
-}
-
-impl Status {
-    pub const ALL: [Status; 6] =
-        [Status::Pending, Status::Running, Status::Review, Status::Failed, Status::Closed, Status::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Review => "review",
-            Status::Failed => "failed",
-            Status::Closed => "closed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_lowercase();
-        Status::ALL.into_iter().find(|status| status.as_str() == wanted).ok_or_else(|| {
-            let valid: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            Error::config(format!("unknown task status '{s}'; valid statuses: {}", valid.join(", ")))
-        })
-    }
-}
-
-/// A task with everything the queue knows about it, as `bg-run list` and `bg-run show` print it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TaskRecord {
-    pub id: i64,
-    pub title: String,
-    pub body: String,
-    pub status: Status,
-    /// Attempts started, including one running now.
-    pub attempts: u32,
-    /// The task's own attempt limit, or else the limit of the worker that last claimed it;
-    /// `None` while neither is known.
-    pub max_attempts: Option<u32>,
-    pub queue: String,
-    pub labels: Vec<String>,
-    pub priority: i32,
-    pub unique_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Not eligible before this time (a retry's backoff, or a scheduled task).
-    pub run_at: DateTime<Utc>,
-    /// The worker that holds (or last held) the task.
-    pub claimed_by: Option<String>,
-    pub lease_until: Option<DateTime<Utc>>,
-    /// The agent's final message from the attempt that finished it.
-    pub summary: Option<String>,
-    /// Reason of the last failed attempt.
-    pub last_error: Option<String>,
-    pub exit_code: Option<i32>,
-    pub cost_usd: Option<f64>,
-    pub turns: Option<u32>,
-    pub tokens: Option<Tokens>,
-    pub duration_ms: Option<u64>,
-    /// The agent session of the last attempt that reported one.
-    pub session_id: Option<String>,
-    /// Every finished attempt, oldest first. Filled by `get`; `list` leaves it empty.
-    pub history: Vec<AttemptRecord>,
-}
-
-/// One finished attempt.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AttemptRecord {
-    /// The attempt's number at the time (a released attempt's number is used again).
-    pub number: u32,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
-    /// The summary on success, the reason otherwise.
-    pub message: Option<String>,
-    /// The worker that ran it.
-    pub worker: Option<String>,
-    pub exit_code: Option<i32>,
-    pub cost_usd: Option<f64>,
-    pub turns: Option<u32>,
-    pub duration_ms: Option<u64>,
-    pub session_id: Option<String>,
-}
-
-/// How an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    /// The agent finished; the task went to review.
-    Done,
-    /// The agent failed; the task will be retried.
-    Failed,
-    /// The agent failed and the task was given up.
-    GaveUp,
-    /// The worker shut down and gave the task back; the attempt does not count.
-    Released,
-    /// The worker stopped heartbeating and another worker took the task over.
-    Expired,
-    /// A human cancelled or closed the task while it ran.
-    Cancelled,
-}
-
-impl AttemptOutcome {
-    pub const ALL: [AttemptOutcome; 6] = [
-        AttemptOutcome::Done,
-        AttemptOutcome::Failed,
-        AttemptOutcome::GaveUp,
-        AttemptOutcome::Released,
-        AttemptOutcome::Expired,
-        AttemptOutcome::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Done => "done",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::GaveUp => "gave_up",
-            AttemptOutcome::Released => "released",
-            AttemptOutcome::Expired => "expired",
-            AttemptOutcome::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for AttemptOutcome {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AttemptOutcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| corrupt(format!("attempt outcome '{s}'")))
-    }
-}
 
 /// Columns a claim or poll returns to build a [`Task`].
 pub(crate) const TASK_COLUMNS: &str =
@@ -280,7 +115,7 @@ pub(crate) fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, Error> {
         number: small(get(row, "attempt")?).unwrap_or(0),
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
-        outcome: outcome.parse()?,
+        outcome: outcome.parse().map_err(|_| corrupt(format!("attempt outcome '{outcome}'")))?,
         message: get(row, "message")?,
         worker: get(row, "worker")?,
         exit_code: get(row, "exit_code")?,
@@ -289,24 +124,4 @@ pub(crate) fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, Error> {
         duration_ms: unsigned(get(row, "duration_ms")?),
         session_id: get(row, "session_id")?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_every_status_and_outcome_it_prints() {
-        for status in Status::ALL {
-            assert_eq!(status.as_str().parse::<Status>().ok(), Some(status));
-            assert_eq!(serde_json::to_string(&status).ok(), Some(format!("\"{status}\"")));
-        }
-        assert_eq!(" Review ".parse::<Status>().ok(), Some(Status::Review));
-        let message = "done".parse::<Status>().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains("valid statuses: pending, running, review, failed, closed, cancelled"), "{message}");
-        for outcome in AttemptOutcome::ALL {
-            assert_eq!(outcome.as_str().parse::<AttemptOutcome>().ok(), Some(outcome));
-            assert_eq!(serde_json::to_string(&outcome).ok(), Some(format!("\"{}\"", outcome.as_str())));
-        }
-    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bg_run_core::{CancellationToken, NewTask, RunMode, TaskId, Worker, WorkerConfig};
-use bg_run_postgres::PostgresQueue;
+use bg_run_postgres::{PostgresQueue, TaskStore};
 use common::{SleepyAgent, TestDb};
 use sqlx::Row;
 
@@ -84,7 +84,7 @@ async fn four_workers_one_killed_every_task_reviewed_once() {
         "every attempt, finished or expired, is counted and recorded"
     );
     for id in &abandoned {
-        let task = setup.get(id.as_str().parse().expect("numeric id")).await.expect("get");
+        let task = setup.get(id).await.expect("get");
         assert!(task.attempts >= 2, "task {id} was re-run after the kill: {task:?}");
         let expired = task.history.iter().find(|a| a.outcome == bg_run_postgres::AttemptOutcome::Expired);
         assert_eq!(expired.and_then(|a| a.worker.as_deref()), Some(format!("fleet-{VICTIM}").as_str()), "{task:?}");

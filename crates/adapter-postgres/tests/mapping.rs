@@ -9,7 +9,7 @@ use std::time::Duration;
 use bg_run_core::{
     CancellationToken, Claimant, Error, NewTask, Report, RunMode, TaskQueue, TaskQueueExt, Worker, WorkerConfig,
 };
-use bg_run_postgres::{PostgresQueue, TableMapping};
+use bg_run_postgres::{PostgresQueue, TableMapping, TaskStore};
 use common::{SleepyAgent, TestDb};
 use sqlx::Row;
 

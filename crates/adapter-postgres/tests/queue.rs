@@ -11,7 +11,7 @@ use bg_run_core::{
     Claim, Claimant, Error, Failure, FailureKind, NewTask, Report, RetryDecision, TaskId, TaskQueue, TaskQueueExt,
     Usage,
 };
-use bg_run_postgres::{AttemptOutcome, PostgresOptions, PostgresQueue, Status};
+use bg_run_postgres::{AttemptOutcome, PostgresOptions, PostgresQueue, Status, TaskStore};
 use chrono::Utc;
 use common::TestDb;
 use sqlx::Row;
@@ -39,10 +39,6 @@ fn failure(reason: &str, decision: RetryDecision) -> Failure {
         usage: Usage::default(),
         decision,
     }
-}
-
-fn id_of(id: &TaskId) -> i64 {
-    id.as_str().parse().expect("numeric task id")
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
@@ -132,7 +128,7 @@ async fn stale_leases_are_rescued_counted_and_given_up_at_the_limit() {
 
     // The task allows 2 attempts (more than the claimant's default would say) and both ran out.
     assert!(queue.claim_one(&claimant("late", lease, 5)).await.expect("claim").is_none());
-    let record = queue.get(id_of(&id)).await.expect("get");
+    let record = queue.get(&id).await.expect("get");
     assert_eq!(record.status, Status::Failed);
     assert_eq!(record.attempts, 2);
     assert!(record.last_error.as_deref().unwrap_or_default().contains("never reported back"), "{record:?}");
@@ -146,7 +142,7 @@ async fn stale_leases_are_rescued_counted_and_given_up_at_the_limit() {
     queue.claim_one(&claimant("dies", lease, 1)).await.expect("claim").expect("a task");
     tokio::time::sleep(lease * 2).await;
     assert!(queue.claim_one(&claimant("late", lease, 1)).await.expect("claim").is_none());
-    assert_eq!(queue.get(id_of(&id)).await.expect("get").status, Status::Failed);
+    assert_eq!(queue.get(&id).await.expect("get").status, Status::Failed);
 }
 
 /// With group commit, thousands of concurrent reports are all written, exactly once, with their
@@ -189,7 +185,7 @@ async fn group_commit_writes_every_report_exactly_once() {
         assert!(result.is_ok(), "report {n}: {result:?}");
     }
     for (n, id) in ids.iter().enumerate() {
-        let record = queue.get(id_of(id)).await.expect("get");
+        let record = queue.get(id).await.expect("get");
         let (status, outcome) = match n % 10 {
             3 => (Status::Pending, AttemptOutcome::Failed),
             7 => (Status::Failed, AttemptOutcome::GaveUp),
@@ -222,7 +218,7 @@ async fn group_commit_writes_every_report_exactly_once() {
     let (a, b) = tokio::join!(queue.complete(&claim, &first), queue.complete(&claim, &second));
     assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1, "{a:?} {b:?}");
     assert!(matches!(a, Err(Error::Conflict { .. })) || matches!(b, Err(Error::Conflict { .. })));
-    assert_eq!(queue.get(id_of(&id)).await.expect("get").history.len(), 1);
+    assert_eq!(queue.get(&id).await.expect("get").history.len(), 1);
 }
 
 /// Enqueueing with a unique key twice returns the first task's id, within one batch too; keys are
@@ -236,7 +232,7 @@ async fn unique_keys_make_enqueue_idempotent() {
     let first = queue.enqueue(keyed("nightly report", "report-2024-05-01")).await.expect("enqueue");
     let again = queue.enqueue(keyed("nightly report (again)", "report-2024-05-01")).await.expect("enqueue again");
     assert_eq!(first, again);
-    assert_eq!(queue.get(id_of(&first)).await.expect("get").title, "nightly report", "the first task is kept");
+    assert_eq!(queue.get(&first).await.expect("get").title, "nightly report", "the first task is kept");
 
     let ids = queue
         .enqueue_many(vec![
@@ -252,8 +248,8 @@ async fn unique_keys_make_enqueue_idempotent() {
     assert_eq!(ids[2], first, "an existing key answers the existing id");
     assert_eq!(ids[3], ids[0], "a key repeated in one batch is added once");
     assert_ne!(ids[1], ids[4]);
-    assert_eq!(queue.get(id_of(&ids[1])).await.expect("get").title, "no key");
-    assert_eq!(queue.get(id_of(&ids[4])).await.expect("get").title, "no key either");
+    assert_eq!(queue.get(&ids[1]).await.expect("get").title, "no key");
+    assert_eq!(queue.get(&ids[4]).await.expect("get").title, "no key either");
     assert_eq!(queue.list(None).await.expect("list").len(), 4);
 
     let other = queue
@@ -261,7 +257,7 @@ async fn unique_keys_make_enqueue_idempotent() {
         .await
         .expect("enqueue in another queue");
     assert_ne!(other, first, "keys are per queue");
-    let record = queue.get(id_of(&other)).await.expect("get");
+    let record = queue.get(&other).await.expect("get");
     assert_eq!((record.queue.as_str(), record.unique_key.as_deref()), ("other", Some("report-2024-05-01")));
 }
 
@@ -287,7 +283,7 @@ async fn priority_run_at_and_labels_decide_eligibility() {
     let titles: Vec<String> =
         queue.claim_batch(10, &who).await.expect("claim").into_iter().map(|c| c.task.title).collect();
     assert_eq!(titles, ["urgent", "soon", "low"], "by priority; the scheduled task waits");
-    let later = queue.get(id_of(&ids[2])).await.expect("get");
+    let later = queue.get(&ids[2]).await.expect("get");
     assert_eq!(later.status, Status::Pending);
     assert!(later.run_at > Utc::now());
 }
@@ -367,10 +363,10 @@ async fn cancel_and_close_take_the_claim_away() {
     assert_eq!(claims.len(), 2);
     queue.heartbeat(&claims[0]).await.expect("heartbeat while claimed");
 
-    let cancelled = queue.cancel(id_of(&ids[0])).await.expect("cancel");
+    let cancelled = queue.cancel(&ids[0]).await.expect("cancel");
     assert_eq!(cancelled.status, Status::Cancelled);
     assert!(cancelled.lease_until.is_none());
-    let closed = queue.close(id_of(&ids[1])).await.expect("close");
+    let closed = queue.close(&ids[1]).await.expect("close");
     assert_eq!(closed.status, Status::Closed);
     for claim in &claims {
         let heartbeat = queue.heartbeat(claim).await;
@@ -380,7 +376,7 @@ async fn cancel_and_close_take_the_claim_away() {
         let release = queue.release(claim).await;
         assert!(matches!(release, Err(Error::Conflict { .. })), "release: {release:?}");
     }
-    let record = queue.get(id_of(&ids[0])).await.expect("get");
+    let record = queue.get(&ids[0]).await.expect("get");
     assert_eq!(record.status, Status::Cancelled);
     assert_eq!(record.history.last().map(|a| a.outcome), Some(AttemptOutcome::Cancelled));
     assert!(record.summary.is_none(), "a late report was stored");
@@ -415,7 +411,7 @@ async fn admin_list_get_retry_and_their_errors() {
     assert!(all.iter().all(|r| r.queue == "default"));
     assert_eq!(all[2].max_attempts, None, "never claimed, no limit of its own");
 
-    let shown = queue.get(id_of(&ids[1])).await.expect("get");
+    let shown = queue.get(&ids[1]).await.expect("get");
     assert_eq!(shown.body, "details");
     assert_eq!(shown.claimed_by.as_deref(), Some("w"));
     assert_eq!(shown.max_attempts, Some(3), "the claiming worker's limit");
@@ -425,19 +421,28 @@ async fn admin_list_get_retry_and_their_errors() {
     assert_eq!(json["status"], "review");
     assert_eq!(json["history"][0]["outcome"], "done");
 
-    let retried = queue.retry(id_of(&ids[0])).await.expect("retry");
+    let retried = queue.retry(&ids[0]).await.expect("retry");
     assert_eq!((retried.status, retried.attempts), (Status::Pending, 0));
     let again = queue.claim_batch(5, &who).await.expect("claim");
     let mut titles: Vec<(&str, u32)> = again.iter().map(|c| (c.task.title.as_str(), c.attempt)).collect();
     titles.sort();
     assert_eq!(titles, [("a", 1), ("c", 1)], "the retried task is eligible again, with fresh attempts");
 
-    let busy = queue.retry(id_of(&ids[0])).await;
+    let busy = queue.retry(&ids[0]).await;
     assert!(matches!(busy, Err(Error::Conflict { .. })), "retry of a running task: {busy:?}");
-    let finished = queue.cancel(id_of(&ids[1])).await;
+    let finished = queue.cancel(&ids[1]).await;
     assert!(matches!(finished, Err(Error::Conflict { .. })), "cancel of a reviewed task: {finished:?}");
-    assert!(matches!(queue.get(999_999).await, Err(Error::NotFound { .. })));
-    assert!(matches!(queue.close(999_999).await, Err(Error::NotFound { .. })));
+    let missing = TaskId::new("999999");
+    assert!(matches!(queue.get(&missing).await, Err(Error::NotFound { .. })));
+    assert!(matches!(queue.close(&missing).await, Err(Error::NotFound { .. })));
+    for bad in ["abc", "#1", "1.5"] {
+        match queue.retry(&TaskId::new(bad)).await {
+            Err(Error::Config(message)) => {
+                assert_eq!(message, format!("'{bad}' is not a task id: ids are numbers, as `bg-run tasks` lists them"))
+            }
+            other => panic!("retry({bad:?}): {other:?}"),
+        }
+    }
 
     let invalid = queue.enqueue(NewTask::new("  ")).await;
     assert!(matches!(invalid, Err(Error::Config(_))), "{invalid:?}");
@@ -452,16 +457,16 @@ async fn history_keeps_every_successful_attempt_through_retry_and_close() {
     let Some(db) = TestDb::new().await else { return };
     let queue = db.connect(1).await;
     let who = claimant("w", Duration::from_secs(60), 3);
-    let id = id_of(&queue.enqueue(NewTask::new("twice")).await.expect("enqueue"));
+    let id = queue.enqueue(NewTask::new("twice")).await.expect("enqueue");
     let first = queue.claim_one(&who).await.expect("claim").expect("task");
     queue.complete(&first, &report("first summary")).await.expect("complete");
-    queue.retry(id).await.expect("retry");
+    queue.retry(&id).await.expect("retry");
     let second = queue.claim_one(&who).await.expect("claim").expect("task again");
     queue.complete(&second, &report("second summary")).await.expect("complete again");
-    let closed = queue.close(id).await.expect("close");
+    let closed = queue.close(&id).await.expect("close");
     assert_eq!(closed.status, Status::Closed);
 
-    let shown = queue.get(id).await.expect("get");
+    let shown = queue.get(&id).await.expect("get");
     let history: Vec<(u32, AttemptOutcome, Option<&str>)> =
         shown.history.iter().map(|a| (a.number, a.outcome, a.message.as_deref())).collect();
     assert_eq!(

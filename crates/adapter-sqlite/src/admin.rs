@@ -1,17 +1,16 @@
-//! What the CLI does to tasks besides running them: add, list, show, close, retry, cancel.
+//! What the CLI does to tasks besides running them: add, list, show, close, retry, cancel (the
+//! [`TaskStore`] impl).
 
 use std::collections::HashMap;
 
-use bg_run_core::{Error, NewTask, Result, TaskId};
+use async_trait::async_trait;
+use bg_run_core::{AttemptOutcome, AttemptRecord, Error, NewTask, Result, Status, TaskId, TaskRecord, TaskStore};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::db::Shared;
 use crate::error::Context;
 use crate::queue::SqliteQueue;
-use crate::record::{
-    self, labels_json, now_ms, parse_id, to_ms, AttemptOutcome, TaskRecord, ATTEMPT_COLUMNS, RECORD_COLUMNS,
-};
-use crate::status::Status;
+use crate::record::{self, labels_json, now_ms, parse_id, to_ms, Named, ATTEMPT_COLUMNS, RECORD_COLUMNS};
 
 const INSERT: &str = "INSERT INTO tasks \
      (queue, title, body, labels, priority, max_attempts, unique_key, created_at, updated_at, run_at) \
@@ -60,7 +59,7 @@ fn insert(db: &Shared, conn: &Connection, task: &NewTask, now: i64) -> Result<Ta
     Ok(TaskId(id.to_string()))
 }
 
-fn history(conn: &Connection, status: Option<Status>) -> Result<HashMap<i64, Vec<record::AttemptRecord>>> {
+fn history(conn: &Connection, status: Option<Status>) -> Result<HashMap<i64, Vec<AttemptRecord>>> {
     let sql = match status {
         None => format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY task_id, id"),
         Some(_) => format!(
@@ -71,10 +70,10 @@ fn history(conn: &Connection, status: Option<Status>) -> Result<HashMap<i64, Vec
     let mut stmt = conn.prepare_cached(&sql).ctx("reading task history")?;
     let rows = match status {
         None => stmt.query_map([], record::attempt_record),
-        Some(status) => stmt.query_map([status], record::attempt_record),
+        Some(status) => stmt.query_map([Named(status)], record::attempt_record),
     }
     .ctx("reading task history")?;
-    let mut by_task: HashMap<i64, Vec<record::AttemptRecord>> = HashMap::new();
+    let mut by_task: HashMap<i64, Vec<AttemptRecord>> = HashMap::new();
     for row in rows {
         let (task_id, attempt) = row.ctx("reading task history")?;
         by_task.entry(task_id).or_default().push(attempt);
@@ -106,8 +105,8 @@ fn change_status(
     doing: &'static str,
     change: impl FnOnce(Status, &Connection, i64) -> Result<()>,
 ) -> Result<TaskRecord> {
-    let status: Status = conn
-        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |row| row.get(0))
+    let Named(status) = conn
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |row| row.get::<_, Named<Status>>(0))
         .optional()
         .ctx(doing)?
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
@@ -115,10 +114,13 @@ fn change_status(
     get_sync(conn, id)
 }
 
-impl SqliteQueue {
+/// Ids are the row numbers `bg-run tasks` prints, also accepted as `#42`; anything else is a
+/// `Config` error that names it.
+#[async_trait]
+impl TaskStore for SqliteQueue {
     /// Adds many tasks in one transaction; answers their ids in the same order. A task whose
     /// unique key already exists answers the existing id. Nothing is added if any task is invalid.
-    pub async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
+    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
         for task in &tasks {
             check_new(task)?;
         }
@@ -130,8 +132,9 @@ impl SqliteQueue {
             .await
     }
 
-    /// Every task in the file (all queues), oldest first, optionally only those in `status`.
-    pub async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
+    /// Every task in the file (all queues), oldest first, optionally only those in `status`,
+    /// each with its history.
+    async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
         self.db
             .call(move |_, conn| {
                 let sql = match status {
@@ -142,7 +145,7 @@ impl SqliteQueue {
                     let mut stmt = conn.prepare_cached(&sql).ctx("listing tasks")?;
                     let rows = match status {
                         None => stmt.query_map([], record::task_record),
-                        Some(status) => stmt.query_map([status], record::task_record),
+                        Some(status) => stmt.query_map([Named(status)], record::task_record),
                     }
                     .ctx("listing tasks")?;
                     rows.collect::<rusqlite::Result<Vec<_>>>().ctx("listing tasks")?
@@ -157,14 +160,15 @@ impl SqliteQueue {
     }
 
     /// One task with its history. `Error::NotFound` ("task 42 not found") when there is none.
-    pub async fn get(&self, id: &str) -> Result<TaskRecord> {
-        let id = parse_id(id)?;
+    async fn get(&self, id: &TaskId) -> Result<TaskRecord> {
+        let id = parse_id(id.as_str())?;
         self.db.call(move |_, conn| get_sync(conn, id)).await
     }
 
-    /// Closes a task that is not running (a human is done with it).
-    pub async fn close(&self, id: &str) -> Result<TaskRecord> {
-        let id = parse_id(id)?;
+    /// Closes a task that is not running (a human is done with it); a running task is a
+    /// `Conflict` that says to cancel it first.
+    async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
+        let id = parse_id(id.as_str())?;
         self.db
             .call(move |_, conn| {
                 change_status(conn, id, "closing a task", |status, tx, now| {
@@ -187,8 +191,8 @@ impl SqliteQueue {
 
     /// Makes a finished, failed, closed or cancelled task (or one waiting for a retry) eligible
     /// now, with its attempt count reset. Its history is kept.
-    pub async fn retry(&self, id: &str) -> Result<TaskRecord> {
-        let id = parse_id(id)?;
+    async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
+        let id = parse_id(id.as_str())?;
         self.db
             .call(move |_, conn| {
                 change_status(conn, id, "retrying a task", |status, tx, now| {
@@ -210,9 +214,10 @@ impl SqliteQueue {
     }
 
     /// Cancels a pending or running task. A running task's worker learns of it at its next
-    /// heartbeat (which then fails with a conflict) and stops the agent.
-    pub async fn cancel(&self, id: &str) -> Result<TaskRecord> {
-        let id = parse_id(id)?;
+    /// heartbeat (which then fails with a conflict) and stops the agent. Cancelling a cancelled
+    /// task changes nothing and answers it.
+    async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
+        let id = parse_id(id.as_str())?;
         self.db
             .call(move |_, conn| {
                 change_status(conn, id, "cancelling a task", |status, tx, now| {
@@ -226,7 +231,7 @@ impl SqliteQueue {
                                 rusqlite::params![
                                     id,
                                     now,
-                                    AttemptOutcome::Cancelled,
+                                    Named(AttemptOutcome::Cancelled),
                                     "cancelled by a human while the agent ran"
                                 ],
                             )

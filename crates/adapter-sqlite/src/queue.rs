@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bg_run_core::{
-    Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result, RetryDecision, Task, TaskId,
-    TaskQueue, Usage,
+    AttemptOutcome, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result,
+    RetryDecision, Status, Task, TaskId, TaskQueue, TaskStore, Usage,
 };
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension};
@@ -14,8 +14,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::db::{run_blocking, Db, Shared};
 use crate::error::Context;
 use crate::options::SqliteOptions;
-use crate::record::{self, from_ms, now_ms, parse_id, to_ms, AttemptOutcome};
-use crate::status::Status;
+use crate::record::{self, from_ms, now_ms, parse_id, to_ms, Named};
 
 /// The embedded task queue: one SQLite file, shared safely by any number of worker processes.
 ///
@@ -165,7 +164,7 @@ fn poll_sync(db: &Shared, conn: &Connection, max: usize) -> Result<Vec<Task>> {
 fn lost_claim(conn: &Connection, id: i64, token: &str) -> Error {
     let row = conn
         .query_row("SELECT status, claimed_by, lease_token FROM tasks WHERE id = ?1", [id], |row| {
-            Ok((row.get::<_, Status>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<String>>(2)?))
+            Ok((row.get::<_, Named<Status>>(0)?.0, row.get::<_, Option<String>>(1)?, row.get::<_, Option<String>>(2)?))
         })
         .optional();
     match row {
@@ -224,7 +223,7 @@ fn end_attempt(conn: &Connection, held: &Held, ending: Ending<'_>) -> Result<()>
          SELECT id, ?2, claimed_at, ?3, ?4, ?5, ?6 FROM tasks WHERE id = ?1",
     )
     .and_then(|mut stmt| {
-        stmt.execute(rusqlite::params![held.id, held.attempt, now, ending.outcome, ending.message, held.worker])
+        stmt.execute(rusqlite::params![held.id, held.attempt, now, Named(ending.outcome), ending.message, held.worker])
     })
     .ctx(ending.doing)?;
     Ok(())
@@ -382,6 +381,7 @@ impl TaskQueue for SqliteQueue {
             RetryDecision::RetryAt(at) => (Status::Pending, Some(to_ms(*at)), AttemptOutcome::Failed),
             RetryDecision::GiveUp => (Status::Failed, None, AttemptOutcome::GaveUp),
         };
+        let status = Named(status);
         self.db
             .call(move |_, conn| {
                 let mut params = usage.params();

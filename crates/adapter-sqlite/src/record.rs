@@ -1,132 +1,29 @@
-//! What the admin API returns, and the mapping between rows and the core task model.
+//! The mapping between rows and the core task model and records.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
-use bg_run_core::{Task, TaskId, Tokens};
+use bg_run_core::{AttemptRecord, Status, Task, TaskId, TaskRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::Row;
-use serde::{Deserialize, Serialize};
 
-use crate::status::Status;
+/// A core [`Status`] or [`bg_run_core::AttemptOutcome`] as it crosses the SQL boundary: stored as its name
+/// (`Display`), read back through `FromStr`. The core types cannot implement rusqlite's traits in
+/// this crate, so every status and outcome column is written and read through this wrapper.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Named<T>(pub T);
 
-/// A task with everything the queue knows about it, as `bg-run list` and `bg-run show` print it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TaskRecord {
-    pub id: i64,
-    pub title: String,
-    pub body: String,
-    pub status: Status,
-    /// Attempts started, including one running now.
-    pub attempts: u32,
-    /// The task's own attempt limit, or else the limit of the worker that last claimed it;
-    /// `None` while neither is known.
-    pub max_attempts: Option<u32>,
-    pub queue: String,
-    pub labels: Vec<String>,
-    pub priority: i32,
-    pub unique_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Not eligible before this time (a retry's backoff, or a scheduled task).
-    pub run_at: DateTime<Utc>,
-    /// The worker that holds (or last held) the task.
-    pub claimed_by: Option<String>,
-    pub lease_until: Option<DateTime<Utc>>,
-    /// The agent's final message from the attempt that finished it.
-    pub summary: Option<String>,
-    /// Reason (and stderr tail) of the last failed attempt.
-    pub last_error: Option<String>,
-    pub exit_code: Option<i32>,
-    pub cost_usd: Option<f64>,
-    pub turns: Option<u32>,
-    pub tokens: Option<Tokens>,
-    pub duration_ms: Option<u64>,
-    /// The agent session of the last attempt that reported one.
-    pub session_id: Option<String>,
-    /// Every finished attempt, oldest first.
-    pub history: Vec<AttemptRecord>,
-}
-
-/// One finished attempt.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AttemptRecord {
-    /// The attempt's number at the time (a released attempt's number is used again).
-    pub number: u32,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
-    /// The summary on success, the reason otherwise.
-    pub message: Option<String>,
-    /// The worker that ran it.
-    pub worker: Option<String>,
-}
-
-/// How an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    /// The agent finished; the task went to review.
-    Done,
-    /// The agent failed; the task will be retried.
-    Failed,
-    /// The agent failed and the task was given up.
-    GaveUp,
-    /// The worker shut down and gave the task back; the attempt does not count.
-    Released,
-    /// The worker stopped heartbeating and another worker took the task over.
-    Expired,
-    /// A human cancelled the task while it ran.
-    Cancelled,
-}
-
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Done => "done",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::GaveUp => "gave_up",
-            AttemptOutcome::Released => "released",
-            AttemptOutcome::Expired => "expired",
-            AttemptOutcome::Cancelled => "cancelled",
-        }
-    }
-
-    const ALL: [AttemptOutcome; 6] = [
-        AttemptOutcome::Done,
-        AttemptOutcome::Failed,
-        AttemptOutcome::GaveUp,
-        AttemptOutcome::Released,
-        AttemptOutcome::Expired,
-        AttemptOutcome::Cancelled,
-    ];
-}
-
-impl ToSql for Status {
+impl<T: fmt::Display> ToSql for Named<T> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
+        Ok(ToSqlOutput::from(self.0.to_string()))
     }
 }
 
-impl FromSql for Status {
+impl<T: FromStr<Err = bg_run_core::Error>> FromSql for Named<T> {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value.as_str()?.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
-    }
-}
-
-impl ToSql for AttemptOutcome {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for AttemptOutcome {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        AttemptOutcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == text)
-            .ok_or_else(|| FromSqlError::Other(format!("unknown attempt outcome '{text}'").into()))
+        value.as_str()?.parse().map(Named).map_err(|e| FromSqlError::Other(Box::new(e)))
     }
 }
 
@@ -175,7 +72,7 @@ pub(crate) fn task_record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         id: row.get("id")?,
         title: row.get("title")?,
         body: row.get("body")?,
-        status: row.get("status")?,
+        status: row.get::<_, Named<Status>>("status")?.0,
         attempts: row.get("attempts")?,
         max_attempts: row.get("max_attempts")?,
         queue: row.get("queue")?,
@@ -209,9 +106,15 @@ pub(crate) fn attempt_record(row: &Row<'_>) -> rusqlite::Result<(i64, AttemptRec
             number: row.get("number")?,
             started_at: row.get::<_, Option<i64>>("started_at")?.map(from_ms),
             finished_at: from_ms(row.get("finished_at")?),
-            outcome: row.get("outcome")?,
+            outcome: row.get::<_, Named<_>>("outcome")?.0,
             message: row.get("message")?,
             worker: row.get("worker")?,
+            // Usage is kept per task (the last attempt's), not per attempt.
+            exit_code: None,
+            cost_usd: None,
+            turns: None,
+            duration_ms: None,
+            session_id: None,
         },
     ))
 }

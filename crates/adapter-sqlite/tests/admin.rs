@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use bg_run_core::{Error, NewTask, Report, TaskQueue};
-use bg_run_sqlite::{AttemptOutcome, Status};
+use bg_run_core::{Error, NewTask, Report, TaskId, TaskQueue};
+use bg_run_sqlite::{AttemptOutcome, Status, TaskStore};
 use common::{add, claim_one, claimant, TempDb};
 
 const LONG: Duration = Duration::from_secs(600);
@@ -30,7 +30,7 @@ async fn the_same_unique_key_gives_the_same_task() {
 
     let all = queue.list(None).await.expect("list");
     assert_eq!(all.len(), 4);
-    let record = queue.get(first.as_str()).await.expect("get");
+    let record = queue.get(&first).await.expect("get");
     assert_eq!(record.title, "nightly report", "the first task is kept as it was");
     assert_eq!(record.unique_key.as_deref(), Some("report-2026-11-25"));
 }
@@ -98,13 +98,13 @@ async fn get_explains_missing_and_malformed_ids() {
     let db = TempDb::new();
     let queue = db.open().await;
     let id = add(&queue, "exists").await;
-    assert_eq!(queue.get(&format!("#{id}")).await.expect("get with #").title, "exists");
-    match queue.get("42").await {
+    assert_eq!(queue.get(&TaskId::new(format!("#{id}"))).await.expect("get with #").title, "exists");
+    match queue.get(&TaskId::new("42")).await {
         Err(error @ Error::NotFound { .. }) => assert_eq!(error.to_string(), "task 42 not found"),
         other => panic!("get of a missing task: {other:?}"),
     }
     for bad in ["abc", "", "-3", "1.5"] {
-        match queue.get(bad).await {
+        match queue.get(&TaskId::new(bad)).await {
             Err(Error::Config(message)) => assert!(message.contains("must be a positive number"), "{message}"),
             other => panic!("get({bad:?}): {other:?}"),
         }
@@ -122,7 +122,7 @@ async fn close_takes_any_task_that_is_not_running() {
     assert_eq!(queue.close(&pending).await.expect("close again").status, Status::Closed);
 
     let claim = claim_one(&queue, &claimant("w", LONG)).await;
-    assert_eq!(claim.task.id.0, running);
+    assert_eq!(claim.task.id, running);
     match queue.close(&running).await {
         Err(Error::Conflict { message }) => {
             assert!(message.contains("is running") && message.contains("bg-run cancel"), "{message}")
@@ -132,7 +132,7 @@ async fn close_takes_any_task_that_is_not_running() {
     queue.complete(&claim, &Report::default()).await.expect("complete");
     assert_eq!(queue.close(&running).await.expect("close after review").status, Status::Closed);
     assert!(queue.poll(10).await.expect("poll").is_empty(), "closed tasks are never eligible");
-    assert!(matches!(queue.close("999").await, Err(Error::NotFound { .. })));
+    assert!(matches!(queue.close(&TaskId::new("999")).await, Err(Error::NotFound { .. })));
 }
 
 #[tokio::test]
@@ -202,7 +202,7 @@ async fn records_serialize_for_json_output() {
     let claim = claim_one(&queue, &claimant("w", LONG)).await;
     queue.complete(&claim, &Report { summary: "ok".to_owned(), ..Report::default() }).await.expect("complete");
     let json = serde_json::to_value(queue.get(&id).await.expect("get")).expect("serialize");
-    assert_eq!(json["id"], serde_json::json!(id.parse::<i64>().expect("numeric id")));
+    assert_eq!(json["id"], serde_json::json!(id.as_str().parse::<i64>().expect("numeric id")));
     assert_eq!(json["status"], "review");
     assert_eq!(json["history"][0]["outcome"], "done");
     assert_eq!(json["history"][0]["number"], 1);

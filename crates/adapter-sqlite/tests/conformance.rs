@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bg_run_core::{NewTask, TaskId, TaskQueue};
-use bg_run_sqlite::{SqliteOptions, SqliteQueue, Status};
+use bg_run_sqlite::{SqliteOptions, SqliteQueue, Status, TaskStore};
 use bg_run_testkit::conformance::{Fault, Harness, Observed, ObservedState};
 use tempfile::TempDir;
 
@@ -44,7 +44,7 @@ impl Harness for SqliteHarness {
     }
 
     async fn observe(&self, id: &TaskId) -> Observed {
-        let task = self.queue.get(id.as_str()).await.expect("get");
+        let task = self.queue.get(id).await.expect("get");
         let state = match task.status {
             Status::Pending => ObservedState::Pending,
             Status::Running => ObservedState::Working,

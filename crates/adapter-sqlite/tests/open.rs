@@ -3,7 +3,7 @@
 mod common;
 
 use bg_run_core::{Error, NewTask, TaskQueue};
-use bg_run_sqlite::{SqliteOptions, SqliteQueue, SCHEMA_VERSION};
+use bg_run_sqlite::{SqliteOptions, SqliteQueue, TaskStore, SCHEMA_VERSION};
 use common::TempDb;
 
 fn config_error(result: Result<SqliteQueue, Error>) -> String {
@@ -34,7 +34,7 @@ async fn a_fresh_file_is_created_migrated_and_reopens_with_its_tasks() {
     drop(conn);
 
     let reopened = SqliteQueue::open(db.options().create(false)).await.expect("reopen");
-    assert_eq!(reopened.get(id.as_str()).await.expect("get").title, "survives a reopen");
+    assert_eq!(reopened.get(&id).await.expect("get").title, "survives a reopen");
     let again = SqliteQueue::open_blocking(db.options()).expect("open outside a runtime's async context");
     assert_eq!(again.list(None).await.expect("list").len(), 1);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bg_run_core::{
     ClaimOutcome, Error, Failure, FailureKind, NewTask, Report, RetryDecision, TaskQueue, Tokens, Usage,
 };
-use bg_run_sqlite::{AttemptOutcome, SqliteQueue, Status};
+use bg_run_sqlite::{AttemptOutcome, SqliteQueue, Status, TaskStore};
 use common::{add, claim_one, claimant, TempDb};
 
 const LONG: Duration = Duration::from_secs(600);
@@ -66,7 +66,7 @@ async fn a_stale_lease_is_taken_over_with_the_attempt_counted_and_recorded() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let other = db.open().await;
     let taken = claim_one(&other, &claimant("survivor", LONG)).await;
-    assert_eq!(taken.task.id.0, id);
+    assert_eq!(taken.task.id, id);
     assert_eq!(taken.attempt, 2, "the dead worker's attempt counts");
 
     let record = queue.get(&id).await.expect("get");

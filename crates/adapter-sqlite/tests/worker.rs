@@ -12,7 +12,7 @@ use std::time::Instant;
 use bg_run_core::{
     async_trait, CancellationToken, DispatchContext, Dispatcher, NewTask, Outcome, RunMode, Task, Worker, WorkerConfig,
 };
-use bg_run_sqlite::Status;
+use bg_run_sqlite::{Status, TaskStore};
 use common::TempDb;
 
 struct NoOp;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use bg_run_core::NewTask;
+use bg_run_core::{NewTask, TaskStore};
 use bg_run_postgres::{PostgresOptions, PostgresQueue};
 use common::{signal, status, wait_exit, Sandbox};
 use serde_json::Value;

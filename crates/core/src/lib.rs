@@ -1,8 +1,9 @@
 //! bg-run core: the task model, the [`TaskQueue`] and [`Dispatcher`] contracts, and the
 //! [`Worker`] engine that drives a task from "eligible" to "waiting for review".
 //!
-//! This crate knows no tracker, no database and no agent CLI. Adapters implement [`TaskQueue`];
-//! `bg-run-dispatch` implements [`Dispatcher`]; the `bg-run` binary wires them together.
+//! This crate knows no tracker, no database and no agent CLI. Adapters implement [`TaskQueue`]
+//! (and, for the queues bg-run owns, [`TaskStore`]); `bg-run-dispatch` implements
+//! [`Dispatcher`]; the `bg-run` binary wires them together.
 
 pub mod backoff;
 pub mod dispatcher;
@@ -11,6 +12,7 @@ pub mod event;
 pub mod outcome;
 pub mod queue;
 pub mod redact;
+pub mod store;
 pub mod task;
 pub mod text;
 pub mod worker;
@@ -20,6 +22,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{Event, EventBus, EventKind};
 pub use outcome::{FailureKind, Outcome, Tokens, Usage};
 pub use queue::{Capabilities, Claim, ClaimOutcome, Claimant, Failure, Report, RetryDecision, TaskQueue, TaskQueueExt};
+pub use store::{AttemptOutcome, AttemptRecord, Status, TaskRecord, TaskStore};
 pub use task::{Author, NewTask, Task, TaskId};
 pub use worker::{RunMode, RunSummary, Worker, WorkerConfig};
 

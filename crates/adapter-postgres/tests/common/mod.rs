@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bg_run_core::{NewTask, TaskId, TaskQueue};
-use bg_run_postgres::{PostgresOptions, PostgresQueue, Status, TableMapping};
+use bg_run_postgres::{PostgresOptions, PostgresQueue, Status, TableMapping, TaskStore};
 use bg_run_testkit::conformance::{Fault, Harness, Observed, ObservedState};
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
@@ -147,7 +147,6 @@ impl Harness for PgHarness {
     }
 
     async fn observe(&self, id: &TaskId) -> Observed {
-        let id: i64 = id.as_str().parse().expect("numeric id");
         let record = self.queue.get(id).await.expect("get");
         let mut messages: Vec<String> = record.history.iter().filter_map(|a| a.message.clone()).collect();
         messages.extend(record.summary.clone());

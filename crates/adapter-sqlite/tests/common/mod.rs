@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bg_run_core::{Claim, Claimant, NewTask, TaskQueue};
+use bg_run_core::{Claim, Claimant, NewTask, TaskId, TaskQueue};
 use bg_run_sqlite::{SqliteOptions, SqliteQueue};
 use tempfile::TempDir;
 
@@ -38,8 +38,8 @@ pub fn claimant(worker: &str, lease: Duration) -> Claimant {
     Claimant { worker_id: worker.to_owned(), agent: "test".to_owned(), lease, max_attempts: 3 }
 }
 
-pub async fn add(queue: &SqliteQueue, title: &str) -> String {
-    queue.enqueue(NewTask::new(title)).await.expect("enqueue").0
+pub async fn add(queue: &SqliteQueue, title: &str) -> TaskId {
+    queue.enqueue(NewTask::new(title)).await.expect("enqueue")
 }
 
 pub async fn claim_one(queue: &SqliteQueue, claimant: &Claimant) -> Claim {

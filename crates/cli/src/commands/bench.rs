@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bg_run_core::{
     async_trait, CancellationToken, DispatchContext, Dispatcher, EventBus, EventKind, NewTask, Outcome, RunMode, Task,
-    Worker, WorkerConfig,
+    TaskQueue, Worker, WorkerConfig,
 };
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::config::{self, AgentSection};
 use crate::dispatchers;
 use crate::error::CliError;
 use crate::plan::AgentPlan;
-use crate::store::Store;
+use crate::store;
 
 /// An agent that does nothing, so the benchmark measures the queue and the engine.
 struct NoopDispatcher;
@@ -50,7 +50,7 @@ pub async fn run(args: BenchArgs, config_path: Option<&Path>) -> Result<i32, Cli
     // A queue name of its own, so a benchmark never touches real tasks in a shared store.
     let queue_name = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
     store_args.opts.queue_name = Some(queue_name.clone());
-    let store = Store::open_with_batch(&store_args, &file, true, Some(args.batch)).await?;
+    let store = store::open_with_batch(&store_args, &file, true, Some(args.batch)).await?;
 
     let tasks: Vec<NewTask> = (0..args.tasks)
         .map(|i| NewTask { queue: Some(queue_name.clone()), ..NewTask::new(format!("bench task {i}")) })
@@ -63,7 +63,7 @@ pub async fn run(args: BenchArgs, config_path: Option<&Path>) -> Result<i32, Cli
     config.max_attempts = 1;
     config.workdir = scratch.path().to_path_buf();
     let started = Instant::now();
-    let summary = Worker::new(store.queue(), dispatcher.clone(), config.clone()).run(CancellationToken::new()).await?;
+    let summary = Worker::new(store.clone(), dispatcher.clone(), config.clone()).run(CancellationToken::new()).await?;
     let elapsed = started.elapsed();
     if summary.completed != args.tasks as u64 {
         return Err(CliError::failed(format!(
@@ -128,15 +128,15 @@ async fn measure_pickup(
     let samples = args.pickup_samples;
     let events = EventBus::default();
     let mut started_rx = events.subscribe();
-    let consumer = Store::open_with_batch(store_args, file, true, Some(args.batch)).await?;
+    let consumer = store::open_with_batch(store_args, file, true, Some(args.batch)).await?;
     config.mode = RunMode::Watch;
     // Pickup must come from the queue's wake-up, not from a lucky poll.
     config.poll_interval = Duration::from_secs(5);
     let shutdown = CancellationToken::new();
-    let worker = Worker::with_events(consumer.queue(), dispatcher, config, events);
+    let worker = Worker::with_events(consumer, dispatcher, config, events);
     let handle = tokio::spawn(worker.run(shutdown.clone()));
 
-    let producer = Store::open(store_args, file, true).await?;
+    let producer = store::open(store_args, file, true).await?;
     let mut latencies = Vec::with_capacity(samples);
     // Let the worker reach its idle wait before the first sample.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,15 +1,18 @@
 //! `bg-run add | tasks | show | close | retry | cancel`: a human managing the embedded queue.
 
+use std::future::Future;
 use std::io::Read;
 use std::path::Path;
+use std::pin::Pin;
 
-use bg_run_core::NewTask;
+use bg_run_core::{NewTask, TaskId, TaskQueue, TaskRecord, TaskStore};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::{AddArgs, IdArgs, TasksArgs};
 use crate::config;
 use crate::error::CliError;
-use crate::store::Store;
+use crate::store;
 
 pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
@@ -40,10 +43,10 @@ pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliEr
         unique_key: args.unique_key.clone(),
     };
     task.validate()?;
-    let store = Store::open(&args.store, &file, true).await?;
+    let store = store::open(&args.store, &file, true).await?;
     let id = store.enqueue(task).await?;
     if args.json {
-        print_json(&store.get(id.as_str()).await?);
+        print_json(&store.get(&id).await?)?;
     } else {
         println!("added task {id}: {}", args.title.trim());
     }
@@ -52,10 +55,11 @@ pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliEr
 
 pub async fn list(args: TasksArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
-    let store = Store::open(&args.store, &file, false).await?;
-    let tasks = store.list(args.status.as_deref()).await?;
+    let store = store::open(&args.store, &file, false).await?;
+    let status = args.status.as_deref().map(store::parse_status).transpose()?;
+    let tasks = store.list(status).await?;
     if args.json {
-        print_json(&Value::Array(tasks));
+        print_json(&tasks)?;
         return Ok(0);
     }
     if tasks.is_empty() {
@@ -64,60 +68,55 @@ pub async fn list(args: TasksArgs, config_path: Option<&Path>) -> Result<i32, Cl
     }
     println!("{:>6}  {:<9}  {:>8}  TITLE", "ID", "STATUS", "ATTEMPTS");
     for task in &tasks {
-        let attempts = match task["max_attempts"].as_u64() {
-            Some(max) => format!("{}/{max}", field(task, "attempts")),
-            None => field(task, "attempts"),
+        let attempts = match task.max_attempts {
+            Some(max) => format!("{}/{max}", task.attempts),
+            None => task.attempts.to_string(),
         };
-        println!(
-            "{:>6}  {:<9}  {:>8}  {}",
-            field(task, "id"),
-            field(task, "status"),
-            attempts,
-            one_line(&field(task, "title"), 70)
-        );
+        println!("{:>6}  {:<9}  {:>8}  {}", task.id, task.status.as_str(), attempts, one_line(&task.title, 70));
     }
     Ok(0)
 }
 
 pub async fn show(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
-    let store = Store::open(&args.store, &file, false).await?;
-    let task = store.get(&args.id).await?;
+    let store = store::open(&args.store, &file, false).await?;
+    let task = store.get(&TaskId::new(args.id)).await?;
     if args.json {
-        print_json(&task);
+        print_json(&task)?;
     } else {
-        print_task(&task);
+        print_task(&json_value(&task)?);
     }
     Ok(0)
 }
 
 pub async fn close(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "closed", |store, id| Box::pin(store.close(id))).await
+    change(args, config_path, "closed", |store, id| store.close(id)).await
 }
 
 pub async fn retry(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "queued again", |store, id| Box::pin(store.retry(id))).await
+    change(args, config_path, "queued again", |store, id| store.retry(id)).await
 }
 
 pub async fn cancel(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "cancelled", |store, id| Box::pin(store.cancel(id))).await
+    change(args, config_path, "cancelled", |store, id| store.cancel(id)).await
 }
 
-type Change<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, CliError>> + Send + 'a>>;
+/// A [`TaskStore`] change as its `async_trait` method returns it.
+type Change<'a> = Pin<Box<dyn Future<Output = bg_run_core::Result<TaskRecord>> + Send + 'a>>;
 
 async fn change(
     args: IdArgs,
     config_path: Option<&Path>,
     done: &str,
-    op: for<'a> fn(&'a Store, &'a str) -> Change<'a>,
+    op: for<'a> fn(&'a dyn TaskStore, &'a TaskId) -> Change<'a>,
 ) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
-    let store = Store::open(&args.store, &file, false).await?;
-    let task = op(&store, &args.id).await?;
+    let store = store::open(&args.store, &file, false).await?;
+    let task = op(&*store, &TaskId::new(args.id)).await?;
     if args.json {
-        print_json(&task);
+        print_json(&task)?;
     } else {
-        println!("task {} {done}: {}", field(&task, "id"), field(&task, "title"));
+        println!("task {} {done}: {}", task.id, task.title);
     }
     Ok(0)
 }
@@ -193,6 +192,14 @@ fn one_line(text: &str, max_chars: usize) -> String {
     }
 }
 
-fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+/// A record as JSON. It goes through [`Value`] (whose objects keep their keys sorted), so every
+/// store prints its records alike, and `show` renders the same fields it prints as JSON.
+fn json_value(record: &impl Serialize) -> Result<Value, CliError> {
+    serde_json::to_value(record).map_err(|e| CliError::failed(format!("cannot encode task: {e}")))
+}
+
+fn print_json(record: &impl Serialize) -> Result<(), CliError> {
+    let value = json_value(record)?;
+    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()));
+    Ok(())
 }
