@@ -257,6 +257,37 @@ impl Core {
         }
     }
 
+    /// Opens an issue this queue will pick up: the trigger label and the filter's extra labels,
+    /// plus the task's own, and the configured assignee. Returns its number.
+    pub(crate) async fn open_issue(&self, task: &bg_run_core::NewTask) -> Result<u64> {
+        let o = &self.options;
+        let mut labels = vec![o.trigger_label.clone()];
+        for label in o.extra_labels.iter().chain(&task.labels) {
+            if !labels.contains(label) {
+                labels.push(label.clone());
+            }
+        }
+        let mut body = json!({ "title": task.title.trim(), "body": task.body, "labels": labels });
+        if let Some(assignee) = &o.assignee {
+            body["assignees"] = json!([assignee]);
+        }
+        let what = format!("new issue in {}", o.repo);
+        // Not retried on its own: a retry after a lost answer would open a second issue.
+        let reply =
+            self.http.send(http::Method::POST, &format!("{}/issues", self.repo_path()), Some(&body), false).await?;
+        let issue = reply.ok(&what)?.json::<IssueInfo>(&what)?;
+        // GitHub silently drops the labels of a new issue when the token's user cannot push to
+        // the repository; such an issue would never be picked up.
+        if !issue.labels.iter().any(|l| l.eq_ignore_ascii_case(&o.trigger_label)) {
+            return Err(Error::config(format!(
+                "GitHub opened issue #{} in {} but dropped its labels: only users with push access can label new issues. \
+                 Add the '{}' label to it by hand, or use a token whose user can push to the repository",
+                issue.number, o.repo, o.trigger_label
+            )));
+        }
+        Ok(issue.number)
+    }
+
     pub(crate) async fn post_comment(&self, number: u64, body: &str) -> Result<u64> {
         let what = format!("comment on issue #{number}");
         let url = format!("{}/issues/{number}/comments", self.repo_path());

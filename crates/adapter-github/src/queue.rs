@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bg_run_core::redact::register_secret;
 use bg_run_core::text::{done_comment, failure_comment, working_comment};
 use bg_run_core::{
-    async_trait, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, Report, Result, RetryDecision, Task,
-    TaskQueue,
+    async_trait, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result, RetryDecision,
+    Task, TaskId, TaskQueue,
 };
 use chrono::Utc;
 use http::Method;
@@ -216,7 +216,7 @@ impl TaskQueue for GithubQueue {
 
     /// Claims are not atomic on GitHub; they do expire (`stale_after`) unless heartbeats refresh them.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_leases()
+        Capabilities::none().with_leases().with_enqueue()
     }
 
     async fn poll(&self, max: usize) -> Result<Vec<Task>> {
@@ -361,6 +361,33 @@ impl TaskQueue for GithubQueue {
         core.remove_label(number, &core.options.labels.working).await?;
         core.forget(claim, false);
         Ok(())
+    }
+
+    /// Opens an issue with the trigger label (see `open_issue`). GitHub has no priorities, start
+    /// times, per-task attempt limits, idempotency keys or named queues: a task that asks for one
+    /// is refused, naming it, rather than filed without it.
+    async fn enqueue(&self, task: NewTask) -> Result<TaskId> {
+        task.validate()?;
+        let unsupported = [
+            ("a priority", task.priority != 0),
+            ("a start time (--delay)", task.run_at.is_some()),
+            ("its own attempt limit", task.max_attempts.is_some()),
+            ("a unique key", task.unique_key.is_some()),
+            ("a named queue", task.queue.is_some()),
+        ];
+        if let Some((what, _)) = unsupported.iter().find(|(_, asked)| *asked) {
+            return Err(Error::unsupported(format!("a task with {what} (GitHub issues have none)"), ADAPTER));
+        }
+        if task.body.chars().count() > COMMENT_LIMIT {
+            return Err(Error::config(format!(
+                "the task's body is {} characters long; GitHub takes at most {COMMENT_LIMIT}",
+                task.body.chars().count()
+            )));
+        }
+        if let Some(label) = task.labels.iter().find(|l| l.trim().is_empty()) {
+            return Err(Error::config(format!("a label cannot be empty ('{label}')")));
+        }
+        Ok(TaskId(self.core.open_issue(&task).await?.to_string()))
     }
 
     async fn wait_for_work(&self, timeout: Duration) {

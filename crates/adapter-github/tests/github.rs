@@ -237,6 +237,63 @@ fn failure(decision: RetryDecision) -> Failure {
     }
 }
 
+/// `enqueue` opens an issue that this queue's own filter picks up: the trigger label, the filter's
+/// extra labels, the task's labels and the configured assignee; a worker then runs it to review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_opens_an_issue_the_worker_picks_up() {
+    let fake = FakeGithub::start().await;
+    let mut options = options(&fake);
+    options.extra_labels = vec!["backend".into()];
+    options.assignee = Some(fake.bot_login().into());
+    let queue = connect(options).await;
+    let task = bg_run_core::NewTask::new("Tidy the changelog").body("Group entries by release.").label("docs");
+    let id = queue.enqueue(task).await.expect("enqueue");
+    let issue = fake.issue(id.as_str().parse().expect("an issue number")).expect("the issue exists");
+    assert_eq!(
+        (issue.title.as_str(), issue.body.as_deref()),
+        ("Tidy the changelog", Some("Group entries by release."))
+    );
+    for label in [TRIGGER, "backend", "docs"] {
+        assert!(issue.has_label(label), "{label} missing from {:?}", issue.labels);
+    }
+    assert_eq!(issue.author, fake.bot_login());
+
+    let agent = Arc::new(Recorder::default());
+    let summary = run_worker(queue, agent.clone(), 1).await;
+    assert_eq!(summary.completed, 1, "{summary:?}");
+    assert!(fake.issue(issue.number).unwrap().has_label("agent-done"));
+}
+
+/// What GitHub issues cannot hold is refused by name, before anything is opened; and a token
+/// whose labels GitHub silently drops (no push access) is an error that names the issue it opened.
+#[tokio::test]
+async fn enqueue_refuses_what_issues_cannot_hold_and_reports_dropped_labels() {
+    use bg_run_core::NewTask;
+    let fake = FakeGithub::start().await;
+    let queue = connect(options(&fake)).await;
+    let refused = [
+        (NewTask { priority: 5, ..NewTask::new("urgent") }, "a priority"),
+        (NewTask { unique_key: Some("k".into()), ..NewTask::new("once") }, "a unique key"),
+        (NewTask { max_attempts: Some(9), ..NewTask::new("stubborn") }, "its own attempt limit"),
+        (NewTask { run_at: Some(Utc::now()), ..NewTask::new("later") }, "a start time"),
+        (NewTask::new("long").body("x".repeat(COMMENT_LIMIT + 1)), "65536"),
+    ];
+    for (task, named) in refused {
+        let error = queue.enqueue(task).await.expect_err("refused");
+        assert!(error.to_string().contains(named), "{error}");
+    }
+    assert!(fake.issues().is_empty(), "nothing was opened");
+
+    let mut outsider = options(&fake);
+    outsider.token = fake.add_user("outsider", Association::None);
+    let queue = connect(outsider).await;
+    let error = queue.enqueue(NewTask::new("from outside")).await.expect_err("labels dropped");
+    let text = error.to_string();
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    assert!(text.contains("#1") && text.contains("push access") && text.contains(TRIGGER), "{text}");
+    assert!(!fake.issue(1).unwrap().has_label(TRIGGER), "GitHub dropped the label, as documented");
+}
+
 #[tokio::test]
 async fn done_stays_open_with_the_done_label_and_a_summary_within_githubs_limit() {
     let fake = FakeGithub::start().await;

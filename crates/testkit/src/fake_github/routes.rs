@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::gate::{self, error, Login, DOCS};
-use super::state::{encode_path_segment, Problem, State};
+use super::state::{encode_path_segment, Association, Problem, State};
 
 type Shared = Arc<Mutex<State>>;
 type Params = Query<Vec<(String, String)>>;
@@ -303,9 +303,14 @@ async fn create_issue(
     if body_text.as_ref().is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
         return invalid("Issue", "body", "custom", Some("body is too long (maximum is 65536 characters)"), docs);
     }
-    let labels = string_list(&input["labels"]);
-    let assignees = string_list(&input["assignees"]);
     let association = s.association_of(&login);
+    // "Only users with push access can set labels [assignees] for new issues. Labels [Assignees]
+    // are silently dropped otherwise."
+    let can_push = matches!(association, Association::Owner | Association::Member | Association::Collaborator);
+    let (labels, assignees) = match can_push {
+        true => (string_list(&input["labels"]), string_list(&input["assignees"])),
+        false => (Vec::new(), Vec::new()),
+    };
     let number = s.create_issue(&login, association, title, body_text, labels, assignees, false);
     let issue = &s.issues[&number];
     let json = s.issue_json(issue);
