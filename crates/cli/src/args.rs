@@ -236,6 +236,14 @@ pub struct QueueOpts {
     /// PostgreSQL schema for bg-run's tables [default: bg_run] (the URL comes from DATABASE_URL)
     #[arg(long, value_name = "SCHEMA")]
     pub pg_schema: Option<String>,
+
+    /// GitHub repository owner/name [default: GITHUB_REPOSITORY or the origin remote]
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+
+    /// GitHub API base URL (GitHub Enterprise, proxies) [default: GITHUB_API_URL or api.github.com]
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
 }
 
 /// Which tasks a worker takes, beyond the queue's location.
@@ -245,14 +253,6 @@ pub struct SelectionOpts {
     /// Only take tasks that carry this label; repeatable
     #[arg(long = "label-filter", value_name = "LABEL")]
     pub label_filter: Vec<String>,
-
-    /// GitHub repository owner/name [default: GITHUB_REPOSITORY or the origin remote]
-    #[arg(long, value_name = "OWNER/NAME")]
-    pub repo: Option<String>,
-
-    /// GitHub API base URL (GitHub Enterprise, proxies) [default: GITHUB_API_URL or api.github.com]
-    #[arg(long, value_name = "URL")]
-    pub api_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,7 +275,7 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Queue holding the tasks: sqlite or postgres
+    /// Queue holding the tasks: sqlite or postgres (and github for `add`)
     #[arg(long, value_name = "KIND", default_value = "sqlite")]
     pub queue: String,
 

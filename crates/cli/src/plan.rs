@@ -118,11 +118,7 @@ fn section_from_flags(args: &WorkerArgs) -> Result<AgentSection, CliError> {
             ..Default::default()
         }
     });
-    let github = (sel.repo.is_some() || sel.api_url.is_some()).then(|| crate::config::GithubSection {
-        repo: sel.repo.clone(),
-        api_url: sel.api_url.clone(),
-        ..Default::default()
-    });
+    let github = (q.repo.is_some() || q.api_url.is_some()).then(|| crate::queues::github_section_from_opts(q));
     let command = (!args.command.is_empty()).then(|| args.command.clone());
     let a = &args.agent;
     let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());

@@ -1,7 +1,7 @@
 //! The queue registry: the one place that knows every adapter. Adding a tracker is a new crate
 //! plus one arm in [`open`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bg_run_core::TaskQueue;
@@ -26,7 +26,10 @@ pub async fn open(plan: &AgentPlan) -> Result<Arc<dyn TaskQueue>, CliError> {
     match plan.queue_kind() {
         "sqlite" => Ok(Arc::new(open_sqlite(&s.sqlite.clone().unwrap_or_default(), true).await?)),
         "postgres" => Ok(Arc::new(open_postgres(&s.postgres.clone().unwrap_or_default(), None).await?)),
-        "github" => Ok(Arc::new(open_github(plan, &s.github.clone().unwrap_or_default()).await?)),
+        "github" => {
+            let workdir = s.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
+            Ok(Arc::new(open_github(&workdir, &s.github.clone().unwrap_or_default()).await?))
+        }
         other => Err(unknown_queue(other)),
     }
 }
@@ -85,6 +88,10 @@ fn table_mapping(table: &TableSection) -> TableMapping {
     mapping
 }
 
+pub fn github_section_from_opts(opts: &QueueOpts) -> GithubSection {
+    GithubSection { repo: opts.repo.clone(), api_url: opts.api_url.clone(), ..Default::default() }
+}
+
 pub fn postgres_section_from_opts(opts: &QueueOpts) -> PostgresSection {
     PostgresSection {
         schema: opts.pg_schema.clone(),
@@ -95,10 +102,10 @@ pub fn postgres_section_from_opts(opts: &QueueOpts) -> PostgresSection {
 }
 
 /// GitHub Issues of one repository: `--repo`, the config, GITHUB_REPOSITORY, or the origin
-/// remote of the clone the agent works in. The token comes from GITHUB_TOKEN or GH_TOKEN only.
-pub async fn open_github(plan: &AgentPlan, section: &GithubSection) -> Result<GithubQueue, CliError> {
-    let workdir = plan.settings.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let repo = resolve_repo(None, section.repo.as_deref(), &workdir)?;
+/// remote of the clone in `workdir` (where the agent works). The token comes from GITHUB_TOKEN or
+/// GH_TOKEN only.
+pub async fn open_github(workdir: &Path, section: &GithubSection) -> Result<GithubQueue, CliError> {
+    let repo = resolve_repo(None, section.repo.as_deref(), workdir)?;
     let token = resolve_token()?;
     bg_run_core::redact::register_secret(&token);
     let mut options = GithubOptions::new(repo, token);

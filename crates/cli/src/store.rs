@@ -37,7 +37,7 @@ pub async fn open_with_batch(
             Ok(Arc::new(queues::open_postgres(&section, batch).await?))
         }
         "github" => Err(CliError::config(
-            "GitHub issues are managed on GitHub itself: open an issue with the trigger label instead of `bg-run add`",
+            "GitHub issues are listed, shown, closed and reopened on GitHub itself (`bg-run add --queue github` opens one)",
         )),
         other => Err(queues::unknown_queue(other)),
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::args::{AddArgs, IdArgs, TasksArgs};
 use crate::config;
 use crate::error::CliError;
-use crate::store;
+use crate::{queues, store};
 
 pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
@@ -36,19 +36,40 @@ pub async fn add(args: AddArgs, config_path: Option<&Path>) -> Result<i32, CliEr
         title: args.title.trim().to_owned(),
         body,
         labels: args.labels.clone(),
-        queue: args.store.opts.queue_name.clone().or_else(|| file.sqlite.queue_name.clone()),
+        // Without --queue-name the store's own queue applies, from its section of the config.
+        queue: args.store.opts.queue_name.clone(),
         priority: args.priority,
         max_attempts: args.max_attempts,
         run_at: args.delay.map(|d| chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
         unique_key: args.unique_key.clone(),
     };
     task.validate()?;
+    if args.store.queue == "github" {
+        return add_issue(&args, &file, task).await;
+    }
     let store = store::open(&args.store, &file, true).await?;
     let id = store.enqueue(task).await?;
     if args.json {
         print_json(&store.get(&id).await?)?;
     } else {
         println!("added task {id}: {}", args.title.trim());
+    }
+    Ok(0)
+}
+
+/// `bg-run add --queue github`: opens an issue that a worker on the same repository and trigger
+/// label picks up. GitHub keeps the task from then on; there is no local record to print.
+async fn add_issue(args: &AddArgs, file: &config::FileConfig, task: NewTask) -> Result<i32, CliError> {
+    let section = queues::github_section_from_opts(&args.store.opts).over(&file.github);
+    let queue = queues::open_github(Path::new("."), &section).await?;
+    let number = queue.enqueue(task).await?;
+    let repo = queue.repo().to_string();
+    if args.json {
+        print_json(
+            &serde_json::json!({ "id": number.as_str().parse::<u64>().ok(), "queue": "github", "repo": repo, "title": args.title.trim() }),
+        )?;
+    } else {
+        println!("opened issue #{number} in {repo}: {}", args.title.trim());
     }
     Ok(0)
 }
