@@ -25,7 +25,7 @@ pub async fn open(plan: &AgentPlan) -> Result<Arc<dyn TaskQueue>, CliError> {
     let s = &plan.settings;
     match plan.queue_kind() {
         "sqlite" => Ok(Arc::new(open_sqlite(&s.sqlite.clone().unwrap_or_default(), true).await?)),
-        "postgres" => Ok(Arc::new(open_postgres(&s.postgres.clone().unwrap_or_default(), None).await?)),
+        "postgres" => Ok(Arc::new(open_postgres(&s.postgres.clone().unwrap_or_default(), None, true).await?)),
         "github" => {
             let workdir = s.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
             Ok(Arc::new(open_github(&workdir, &s.github.clone().unwrap_or_default()).await?))
@@ -48,8 +48,14 @@ pub fn sqlite_section_from_opts(opts: &QueueOpts) -> SqliteSection {
 }
 
 /// Connects to PostgreSQL. The URL comes from `DATABASE_URL`, else the config (a secret in a
-/// file is allowed but discouraged). `batch` overrides the configured batch size (bench).
-pub async fn open_postgres(section: &PostgresSection, batch: Option<usize>) -> Result<PostgresQueue, CliError> {
+/// file is allowed but discouraged). `batch` overrides the configured batch size (bench);
+/// `listen` opens the LISTEN connection that wakes a waiting worker, which managing tasks does not
+/// need.
+pub async fn open_postgres(
+    section: &PostgresSection,
+    batch: Option<usize>,
+    listen: bool,
+) -> Result<PostgresQueue, CliError> {
     let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| section.url.clone());
     let Some(url) = url else {
         return Err(CliError::config(
@@ -60,7 +66,8 @@ pub async fn open_postgres(section: &PostgresSection, batch: Option<usize>) -> R
     let mut options = PostgresOptions::new(url)
         .schema(section.schema.clone().unwrap_or_else(|| PostgresOptions::DEFAULT_SCHEMA.to_owned()))
         .queue(section.queue_name.clone().unwrap_or_else(|| PostgresOptions::DEFAULT_QUEUE.to_owned()))
-        .labels(section.labels.clone().unwrap_or_default());
+        .labels(section.labels.clone().unwrap_or_default())
+        .listen(listen);
     if let Some(batch) = batch.or(section.batch) {
         options = options.batch(batch);
     }

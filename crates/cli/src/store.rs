@@ -14,18 +14,24 @@ use crate::queues;
 /// A store opened from the command line; it is a queue too (`Arc<dyn TaskQueue>` by upcasting).
 pub type Store = Arc<dyn TaskStore>;
 
-/// Opens the store named by `--queue`. `create` is false for read-only commands, so looking at
-/// tasks never creates a database as a side effect.
+/// Opens the store named by `--queue` to manage tasks. `create` is false for read-only commands,
+/// so looking at tasks never creates a database as a side effect.
 pub async fn open(args: &StoreArgs, file: &FileConfig, create: bool) -> Result<Store, CliError> {
-    open_with_batch(args, file, create, None).await
+    open_store(args, file, create, None, false).await
 }
 
-/// As [`open`], with the PostgreSQL claim/report batch size set (the benchmark).
-pub async fn open_with_batch(
+/// Opens the store for a worker to claim from (the benchmark): with PostgreSQL's wake-up
+/// connection, and its claim/report batch size set.
+pub async fn open_for_work(args: &StoreArgs, file: &FileConfig, batch: Option<usize>) -> Result<Store, CliError> {
+    open_store(args, file, true, batch, true).await
+}
+
+async fn open_store(
     args: &StoreArgs,
     file: &FileConfig,
     create: bool,
     batch: Option<usize>,
+    listen: bool,
 ) -> Result<Store, CliError> {
     match args.queue.as_str() {
         "sqlite" => {
@@ -34,7 +40,7 @@ pub async fn open_with_batch(
         }
         "postgres" => {
             let section = queues::postgres_section_from_opts(&args.opts).over(&file.postgres);
-            Ok(Arc::new(queues::open_postgres(&section, batch).await?))
+            Ok(Arc::new(queues::open_postgres(&section, batch, listen).await?))
         }
         "github" => Err(CliError::config(
             "GitHub issues are listed, shown, closed and reopened on GitHub itself (`bg-run add --queue github` opens one)",

@@ -50,7 +50,7 @@ pub async fn run(args: BenchArgs, config_path: Option<&Path>) -> Result<i32, Cli
     // A queue name of its own, so a benchmark never touches real tasks in a shared store.
     let queue_name = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
     store_args.opts.queue_name = Some(queue_name.clone());
-    let store = store::open_with_batch(&store_args, &file, true, Some(args.batch)).await?;
+    let store = store::open_for_work(&store_args, &file, Some(args.batch)).await?;
 
     let tasks: Vec<NewTask> = (0..args.tasks)
         .map(|i| NewTask { queue: Some(queue_name.clone()), ..NewTask::new(format!("bench task {i}")) })
@@ -128,7 +128,7 @@ async fn measure_pickup(
     let samples = args.pickup_samples;
     let events = EventBus::default();
     let mut started_rx = events.subscribe();
-    let consumer = store::open_with_batch(store_args, file, true, Some(args.batch)).await?;
+    let consumer = store::open_for_work(store_args, file, Some(args.batch)).await?;
     config.mode = RunMode::Watch;
     // Pickup must come from the queue's wake-up, not from a lucky poll.
     config.poll_interval = Duration::from_secs(5);
