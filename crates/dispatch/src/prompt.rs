@@ -87,18 +87,8 @@ impl fmt::Display for Placeholder {
 /// Placeholders valid in command arguments.
 pub const ARG_PLACEHOLDERS: &[Placeholder] = &Placeholder::ALL;
 
-/// Placeholders valid in a prompt template: all but `{prompt}`.
-pub const TEMPLATE_PLACEHOLDERS: &[Placeholder] = &[
-    Placeholder::Title,
-    Placeholder::Body,
-    Placeholder::FencedBody,
-    Placeholder::Url,
-    Placeholder::Id,
-    Placeholder::Attempt,
-    Placeholder::Labels,
-    Placeholder::SummaryFile,
-    Placeholder::Workdir,
-];
+/// Placeholders valid in a prompt template: all but `{prompt}`, which `ALL` lists first.
+pub const TEMPLATE_PLACEHOLDERS: &[Placeholder] = Placeholder::ALL.split_at(1).1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
