@@ -22,7 +22,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{Event, EventBus, EventKind};
 pub use outcome::{FailureKind, Outcome, Tokens, Usage};
 pub use queue::{Capabilities, Claim, ClaimOutcome, Claimant, Failure, Report, RetryDecision, TaskQueue, TaskQueueExt};
-pub use store::{AttemptOutcome, AttemptRecord, Status, TaskRecord, TaskStore};
+pub use store::{AttemptOutcome, AttemptRecord, Change, Effect, Status, TaskRecord, TaskStore};
 pub use task::{Author, NewTask, Task, TaskId};
 pub use worker::{RunMode, RunSummary, Worker, WorkerConfig};
 

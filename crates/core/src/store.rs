@@ -88,7 +88,7 @@ pub enum AttemptOutcome {
     Released,
     /// The worker stopped heartbeating and another worker took the task over.
     Expired,
-    /// A human cancelled (or, where the store allows it, closed) the task while it ran.
+    /// A human cancelled or closed the task while it ran.
     Cancelled,
 }
 
@@ -169,8 +169,8 @@ pub struct TaskRecord {
     pub duration_ms: Option<u64>,
     /// The agent session of the last attempt that reported one.
     pub session_id: Option<String>,
-    /// Finished attempts, oldest first. [`TaskStore::get`] and the changes always fill it;
-    /// whether [`TaskStore::list`] does is up to the store.
+    /// Finished attempts, oldest first. [`TaskStore::get`] and the changes fill it;
+    /// [`TaskStore::list`] leaves it empty.
     pub history: Vec<AttemptRecord>,
 }
 
@@ -201,42 +201,121 @@ pub struct AttemptRecord {
     pub session_id: Option<String>,
 }
 
+/// A human's change to one task: what [`TaskStore::close`], [`TaskStore::retry`] and
+/// [`TaskStore::cancel`] do, as one table every store follows ([`Change::effect`]), with the
+/// conflict every store answers for a change the task's status does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    Close,
+    Retry,
+    Cancel,
+}
+
+/// What a [`Change`] does to a task in one status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// The task moves to this status; a running task is taken from its worker first.
+    To(Status),
+    /// The task already is where the change puts it: nothing changes, the task is answered.
+    Unchanged,
+    /// The status does not allow the change: a [`Error::Conflict`] and nothing changes.
+    Refused,
+}
+
+impl Change {
+    pub const ALL: [Change; 3] = [Change::Close, Change::Retry, Change::Cancel];
+
+    /// The CLI command that makes this change.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Close => "close",
+            Change::Retry => "retry",
+            Change::Cancel => "cancel",
+        }
+    }
+
+    /// The contract's table. `close`: every status but closed goes to closed (closed is
+    /// unchanged). `retry`: every status but running goes to pending (running is refused).
+    /// `cancel`: pending and running go to cancelled, cancelled is unchanged, review, failed and
+    /// closed are refused.
+    pub fn effect(self, from: Status) -> Effect {
+        match (self, from) {
+            (Change::Close, Status::Closed) | (Change::Cancel, Status::Cancelled) => Effect::Unchanged,
+            (Change::Close, _) => Effect::To(Status::Closed),
+            (Change::Retry, Status::Running) => Effect::Refused,
+            (Change::Retry, _) => Effect::To(Status::Pending),
+            (Change::Cancel, Status::Pending | Status::Running) => Effect::To(Status::Cancelled),
+            (Change::Cancel, Status::Review | Status::Failed | Status::Closed) => Effect::Refused,
+        }
+    }
+
+    /// The statuses this change moves a task out of (for stores that decide in one statement).
+    pub fn changes_from(self) -> impl Iterator<Item = Status> {
+        Status::ALL.into_iter().filter(move |&status| matches!(self.effect(status), Effect::To(_)))
+    }
+
+    /// The effect on task `id` in status `from`, or the conflict that says the status and what to
+    /// do instead when the change is refused.
+    pub fn decide(self, id: impl fmt::Display, from: Status) -> Result<Effect> {
+        let instead = match (self.effect(from), self) {
+            (Effect::Refused, Change::Retry) => {
+                format!("cancel it first with `bg-run cancel {id}`, or wait until it finishes")
+            }
+            (Effect::Refused, _) => {
+                format!("only pending or running tasks can be cancelled; close it with `bg-run close {id}` instead")
+            }
+            (effect, _) => return Ok(effect),
+        };
+        Err(Error::conflict(format!("task {id} is {from}: {instead}")))
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A queue bg-run owns, which keeps every task's state and history and lets a human manage its
 /// tasks: the operations behind `bg-run add | tasks | show | close | retry | cancel`.
 ///
-/// The contract every store keeps:
+/// The contract every store keeps, checked for each of them by testkit's store conformance
+/// suite:
 ///
 /// - Ids are the store's own (numeric, as [`TaskRecord::id`] prints them). An id the store cannot
 ///   read is an [`Error::Config`] that names it; a well-formed id of no task is
-///   [`Error::NotFound`] ("task 42 not found").
-/// - A change the task's status does not allow is an [`Error::Conflict`] that says the status and
-///   what to do instead; nothing is changed then.
+///   [`Error::NotFound`] ("task 42 not found"), for every method that takes an id.
+/// - A handle works on one queue: tasks added without a queue go to it and [`TaskStore::list`]
+///   shows only its tasks, while [`TaskStore::get`] and the changes find a task of any queue in
+///   the store by its id.
+/// - `close`, `retry` and `cancel` follow one table, [`Change::effect`]. A change the task's
+///   status does not allow is an [`Error::Conflict`] that says the status and what to do
+///   instead, and nothing is changed; a change to where the task already is changes nothing
+///   (not even `updated_at`) and answers the task.
 /// - Every change answers the task as it is afterwards, history included, and takes effect at
-///   once for workers: a task taken away from a running worker (cancelled, or closed where the
-///   store allows it) makes that worker's next heartbeat or report fail with a conflict, which
-///   stops the agent, and the interrupted attempt is recorded as
-///   [`AttemptOutcome::Cancelled`].
+///   once for workers: a running task that is closed or cancelled is taken from its worker, whose
+///   next heartbeat or report fails with a conflict (which stops the agent), and the
+///   interrupted attempt is recorded as [`AttemptOutcome::Cancelled`].
 /// - A store that cannot manage its tasks in some configuration (PostgreSQL on a user's own
 ///   mapped table) answers [`Error::Unsupported`] for every method here.
 #[async_trait]
 pub trait TaskStore: TaskQueue {
     /// Adds all tasks at once, or none of them if any is invalid ([`Error::Config`]), and returns
-    /// their ids in input order. Tasks without a queue go to the store's queue. A task whose
+    /// their ids in input order. Tasks without a queue go to the handle's queue. A task whose
     /// unique key already exists in its queue (or earlier in the same batch) is not added again:
     /// the existing task's id is returned for it.
     async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>>;
 
-    /// Tasks oldest first, only those in `status` if given. Which tasks (every queue in the
-    /// store, or only the handle's queue) and whether records carry their history is the
-    /// store's to document.
+    /// The handle's queue's tasks, oldest first, only those in `status` if given. The records
+    /// come without their history (it is empty); [`TaskStore::get`] has it.
     async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>>;
 
     /// One task, of any queue in the store, with its history.
     async fn get(&self, id: &TaskId) -> Result<TaskRecord>;
 
     /// Closes a task: a human is done with it and it is never eligible again (until retried).
-    /// Closing a closed task is a no-op. A running task is either refused with a conflict that
-    /// says to cancel it first (SQLite) or taken from its worker (PostgreSQL).
+    /// Any task can be closed; a running one is taken from its worker, as by
+    /// [`TaskStore::cancel`]. Closing a closed task changes nothing and answers it.
     async fn close(&self, id: &TaskId) -> Result<TaskRecord>;
 
     /// Puts a task that is not running (in review, failed, closed, cancelled, or pending until a
@@ -246,7 +325,7 @@ pub trait TaskStore: TaskQueue {
 
     /// Cancels a pending or running task; a running task is taken from its worker. A task that
     /// already finished (review, failed, closed) is a conflict: close it instead. Cancelling a
-    /// cancelled task is a no-op (SQLite) or a conflict (PostgreSQL).
+    /// cancelled task changes nothing and answers it.
     async fn cancel(&self, id: &TaskId) -> Result<TaskRecord>;
 }
 
@@ -273,6 +352,18 @@ mod tests {
         let message = "done".parse::<Status>().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("'done'"), "{message}");
         assert!(message.contains("valid statuses: pending, running, review, failed, closed, cancelled"), "{message}");
+    }
+
+    #[test]
+    fn refused_changes_say_the_status_and_what_to_do_instead() {
+        let refusal = |change: Change, from| change.decide(7, from).err().map(|e| e.to_string()).unwrap_or_default();
+        let busy = refusal(Change::Retry, Status::Running);
+        assert!(busy.contains("task 7 is running") && busy.contains("`bg-run cancel 7`"), "{busy}");
+        let finished = refusal(Change::Cancel, Status::Review);
+        assert!(finished.contains("task 7 is review") && finished.contains("`bg-run close 7`"), "{finished}");
+        assert_eq!(Change::Cancel.decide(7, Status::Cancelled).ok(), Some(Effect::Unchanged));
+        let from: Vec<Status> = Change::Cancel.changes_from().collect();
+        assert_eq!(from, [Status::Pending, Status::Running]);
     }
 
     #[test]
