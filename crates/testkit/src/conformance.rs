@@ -150,7 +150,8 @@ fn stale_grace(h: &dyn Harness) -> Duration {
     h.lease() * 2 + Duration::from_secs(2)
 }
 
-fn report(summary: &str) -> Report {
+/// A successful attempt's report (the store suite's too).
+pub(crate) fn report(summary: &str) -> Report {
     Report {
         summary: summary.to_owned(),
         duration: Duration::from_millis(1500),
@@ -164,7 +165,8 @@ fn report(summary: &str) -> Report {
     }
 }
 
-fn failure(reason: &str, decision: RetryDecision) -> Failure {
+/// A failed attempt (the store suite's too).
+pub(crate) fn failure(reason: &str, decision: RetryDecision) -> Failure {
     Failure {
         kind: FailureKind::Transient,
         reason: reason.to_owned(),
@@ -745,7 +747,7 @@ pub async fn wakeup_returns_when_work_arrives(h: &dyn Harness) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases ($make)
+        $crate::conformance_tests!(@cases conformance ($make)
             fresh_task_is_polled_and_claimable,
             claim_is_exclusive,
             complete_marks_done_and_never_polls_again,
@@ -766,12 +768,13 @@ macro_rules! conformance_tests {
             wakeup_returns_when_work_arrives,
         );
     };
-    (@cases ($make:expr) $($case:ident),+ $(,)?) => {
+    // One test per case of `$module` (this suite, or the store suite's macro).
+    (@cases $module:ident ($make:expr) $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let harness = $make.await;
-                $crate::conformance::$case(&harness).await;
+                $crate::$module::$case(&harness).await;
             }
         )+
     };
