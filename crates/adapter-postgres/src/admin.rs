@@ -1,6 +1,6 @@
 //! Adding tasks and the human side of the lifecycle: list, show, close, retry, cancel.
 
-use bg_run_core::{Error, NewTask, Result, Status, TaskId, TaskRecord};
+use bg_run_core::{Change, Effect, Error, NewTask, Result, Status, TaskId, TaskRecord};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -31,6 +31,12 @@ impl AdminSql {
                 SELECT {DONE_ATTEMPT_FROM_TASK} FROM target WHERE status = 'review'
             )"
         );
+        // Each change updates the task only from the statuses core's table lets it change.
+        let from = |change: Change| {
+            let names: Vec<String> = change.changes_from().map(|status| format!("'{status}'")).collect();
+            names.join(", ")
+        };
+        let (close_from, cancel_from, retry_from) = (from(Change::Close), from(Change::Cancel), from(Change::Retry));
         AdminSql {
             // Ids are drawn first so every input row has one in input order, inserted or not;
             // rows that hit an existing unique key keep theirs unused and are looked up after.
@@ -79,7 +85,7 @@ impl AdminSql {
                     SELECT * FROM {s}.tasks WHERE id = $1 FOR UPDATE
                 ), changed AS (
                     UPDATE {s}.tasks t SET status = 'closed', lease_token = NULL, lease_until = NULL, updated_at = now()
-                    FROM target WHERE t.id = target.id
+                    FROM target WHERE t.id = target.id AND target.status IN ({close_from})
                     RETURNING t.id
                 ), history AS (
                     INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message)
@@ -94,7 +100,7 @@ impl AdminSql {
                 ), changed AS (
                     UPDATE {s}.tasks t SET status = 'cancelled', lease_token = NULL, lease_until = NULL,
                         updated_at = now()
-                    FROM target WHERE t.id = target.id AND target.status IN ('pending', 'running')
+                    FROM target WHERE t.id = target.id AND target.status IN ({cancel_from})
                     RETURNING t.id
                 ), history AS (
                     INSERT INTO {s}.attempts (task_id, attempt, worker, started_at, outcome, message)
@@ -110,7 +116,7 @@ impl AdminSql {
                 ), changed AS (
                     UPDATE {s}.tasks t SET status = 'pending', attempts = 0, run_at = now(), lease_token = NULL,
                         lease_until = NULL, updated_at = now()
-                    FROM target WHERE t.id = target.id AND target.status <> 'running'
+                    FROM target WHERE t.id = target.id AND target.status IN ({retry_from})
                     RETURNING t.id, t.queue
                 ), {archive_done}
                 SELECT target.status, changed.id IS NOT NULL AS changed,
@@ -253,19 +259,14 @@ pub(crate) async fn get(db: &Db, sql: &AdminSql, id: i64) -> Result<TaskRecord> 
     Ok(record)
 }
 
-/// Which human action, for the statement and the messages.
-#[derive(Clone, Copy)]
-pub(crate) enum Action {
-    Close,
-    Cancel,
-    Retry,
-}
-
-pub(crate) async fn change(db: &Db, sql: &AdminSql, id: i64, action: Action) -> Result<TaskRecord> {
-    let (statement, doing) = match action {
-        Action::Close => (&sql.close, "closing"),
-        Action::Cancel => (&sql.cancel, "cancelling"),
-        Action::Retry => (&sql.retry, "retrying"),
+/// Applies a human's change in one statement that changes the task only from the statuses
+/// core's table allows; when it changed nothing, the table says whether that was a no-op or the
+/// conflict to answer.
+pub(crate) async fn change(db: &Db, sql: &AdminSql, id: i64, change: Change) -> Result<TaskRecord> {
+    let (statement, doing) = match change {
+        Change::Close => (&sql.close, "closing"),
+        Change::Cancel => (&sql.cancel, "cancelling"),
+        Change::Retry => (&sql.retry, "retrying"),
     };
     let row = db
         .fetch_optional(sqlx::query(statement).bind(id))
@@ -274,13 +275,8 @@ pub(crate) async fn change(db: &Db, sql: &AdminSql, id: i64, action: Action) -> 
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
     let before: String = row.try_get("status").map_err(|e| corrupt(format!("status: {e}")))?;
     let changed: bool = row.try_get("changed").map_err(|e| corrupt(format!("changed: {e}")))?;
-    if !changed {
-        let hint = match action {
-            Action::Cancel => "only pending or running tasks can be cancelled",
-            Action::Retry => "it is running; cancel it first or wait for it to finish",
-            Action::Close => "it could not be closed",
-        };
-        return Err(Error::conflict(format!("task {id} is {before}: {hint}")));
+    if !changed && change.decide(id, before.parse()?)? != Effect::Unchanged {
+        return Err(corrupt(format!("{doing} task {id} changed nothing although its status ({before}) allows it")));
     }
     get(db, sql, id).await
 }

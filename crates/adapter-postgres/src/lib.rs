@@ -53,12 +53,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bg_run_core::redact::{redact, register_secret};
 use bg_run_core::{
-    CancellationToken, Capabilities, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result, Task,
-    TaskId, TaskQueue,
+    CancellationToken, Capabilities, Change, Claim, ClaimOutcome, Claimant, Error, Failure, NewTask, Report, Result,
+    Task, TaskId, TaskQueue,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
-use crate::admin::{Action, AdminSql};
+use crate::admin::AdminSql;
 use crate::claim::{ClaimSql, Scope};
 use crate::db::Db;
 use crate::error::{backend, claim_lost, ADAPTER};
@@ -386,25 +386,25 @@ impl TaskStore for PostgresQueue {
         admin::get(&self.inner.db, &self.inner.admin, admin::parse_id(id)?).await
     }
 
-    /// Closes the task (a human has dealt with it). A running task's agent is stopped: its
-    /// worker's next heartbeat finds the claim gone.
+    /// Closes the task (a human is done with it). A running task's agent is stopped: its
+    /// worker's next heartbeat finds the claim gone. Closing a closed task changes nothing.
     async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("close")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Close).await
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Close).await
     }
 
     /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
     /// eligible at once. `Conflict` while it is running.
     async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("retry")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Retry).await
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Retry).await
     }
 
     /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
-    /// heartbeat. `Conflict` for a task that is not pending or running (already cancelled too).
+    /// heartbeat. Cancelling a cancelled task changes nothing; a finished one is a `Conflict`.
     async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("cancel")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Action::Cancel).await
+        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Cancel).await
     }
 }
 

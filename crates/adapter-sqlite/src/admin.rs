@@ -1,10 +1,8 @@
 //! What the CLI does to tasks besides running them: add, list, show, close, retry, cancel (the
 //! [`TaskStore`] impl).
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use bg_run_core::{AttemptOutcome, AttemptRecord, Error, NewTask, Result, Status, TaskId, TaskRecord, TaskStore};
+use bg_run_core::{AttemptOutcome, Change, Effect, Error, NewTask, Result, Status, TaskId, TaskRecord, TaskStore};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::db::Shared;
@@ -59,28 +57,6 @@ fn insert(db: &Shared, conn: &Connection, task: &NewTask, now: i64) -> Result<Ta
     Ok(TaskId(id.to_string()))
 }
 
-fn history(conn: &Connection, status: Option<Status>) -> Result<HashMap<i64, Vec<AttemptRecord>>> {
-    let sql = match status {
-        None => format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY task_id, id"),
-        Some(_) => format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE status = ?1) \
-             ORDER BY task_id, id"
-        ),
-    };
-    let mut stmt = conn.prepare_cached(&sql).ctx("reading task history")?;
-    let rows = match status {
-        None => stmt.query_map([], record::attempt_record),
-        Some(status) => stmt.query_map([Named(status)], record::attempt_record),
-    }
-    .ctx("reading task history")?;
-    let mut by_task: HashMap<i64, Vec<AttemptRecord>> = HashMap::new();
-    for row in rows {
-        let (task_id, attempt) = row.ctx("reading task history")?;
-        by_task.entry(task_id).or_default().push(attempt);
-    }
-    Ok(by_task)
-}
-
 fn get_sync(conn: &Connection, id: i64) -> Result<TaskRecord> {
     let mut task = conn
         .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE id = ?1"))
@@ -97,20 +73,45 @@ fn get_sync(conn: &Connection, id: i64) -> Result<TaskRecord> {
     Ok(task)
 }
 
-/// A human's change to one task: looks at the current status (inside the write transaction every
-/// operation runs in), lets `change` refuse or apply it, and answers the updated record.
-fn change_status(
-    conn: &Connection,
-    id: i64,
-    doing: &'static str,
-    change: impl FnOnce(Status, &Connection, i64) -> Result<()>,
-) -> Result<TaskRecord> {
+/// A human's change to one task, inside the write transaction every operation runs in: reads
+/// the status, lets core's table ([`Change::decide`]) refuse or allow it, records the
+/// interrupted attempt of a running task taken from its worker, and answers the updated record.
+fn change_sync(conn: &Connection, id: i64, change: Change) -> Result<TaskRecord> {
+    let doing = match change {
+        Change::Close => "closing a task",
+        Change::Retry => "retrying a task",
+        Change::Cancel => "cancelling a task",
+    };
     let Named(status) = conn
         .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |row| row.get::<_, Named<Status>>(0))
         .optional()
         .ctx(doing)?
         .ok_or_else(|| Error::not_found(format!("task {id}")))?;
-    change(status, conn, now_ms())?;
+    let Effect::To(to) = change.decide(id, status)? else {
+        return get_sync(conn, id);
+    };
+    let now = now_ms();
+    if status == Status::Running {
+        let message = match change {
+            Change::Close => "closed by a human while the agent ran",
+            _ => "cancelled by a human while the agent ran",
+        };
+        conn.execute(
+            "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
+             SELECT id, attempts, claimed_at, ?2, ?3, ?4, claimed_by FROM tasks WHERE id = ?1",
+            rusqlite::params![id, now, Named(AttemptOutcome::Cancelled), message],
+        )
+        .ctx(doing)?;
+    }
+    let sql = match to {
+        // A retried task starts over with fresh attempts and is eligible at once.
+        Status::Pending => {
+            "UPDATE tasks SET status = ?3, attempts = 0, run_at = ?2, claimed_by = NULL, lease_token = NULL, \
+             lease_until = NULL, updated_at = ?2 WHERE id = ?1"
+        }
+        _ => "UPDATE tasks SET status = ?3, lease_token = NULL, lease_until = NULL, updated_at = ?2 WHERE id = ?1",
+    };
+    conn.execute(sql, rusqlite::params![id, now, Named(to)]).ctx(doing)?;
     get_sync(conn, id)
 }
 
@@ -132,29 +133,17 @@ impl TaskStore for SqliteQueue {
             .await
     }
 
-    /// Every task in the file (all queues), oldest first, optionally only those in `status`,
-    /// each with its history.
+    /// This handle's queue's tasks, oldest first, optionally only those in `status`, without
+    /// their history ([`TaskStore::get`] has it).
     async fn list(&self, status: Option<Status>) -> Result<Vec<TaskRecord>> {
         self.db
-            .call(move |_, conn| {
-                let sql = match status {
-                    None => format!("SELECT {RECORD_COLUMNS} FROM tasks ORDER BY id"),
-                    Some(_) => format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE status = ?1 ORDER BY id"),
-                };
-                let mut tasks = {
-                    let mut stmt = conn.prepare_cached(&sql).ctx("listing tasks")?;
-                    let rows = match status {
-                        None => stmt.query_map([], record::task_record),
-                        Some(status) => stmt.query_map([Named(status)], record::task_record),
-                    }
-                    .ctx("listing tasks")?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>().ctx("listing tasks")?
-                };
-                let mut history = history(conn, status)?;
-                for task in &mut tasks {
-                    task.history = history.remove(&task.id).unwrap_or_default();
-                }
-                Ok(tasks)
+            .call(move |db, conn| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM tasks WHERE queue = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id"
+                );
+                let mut stmt = conn.prepare_cached(&sql).ctx("listing tasks")?;
+                let rows = stmt.query_map(rusqlite::params![db.queue, status.map(Named)], record::task_record);
+                rows.and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()).ctx("listing tasks")
             })
             .await
     }
@@ -165,93 +154,23 @@ impl TaskStore for SqliteQueue {
         self.db.call(move |_, conn| get_sync(conn, id)).await
     }
 
-    /// Closes a task that is not running (a human is done with it); a running task is a
-    /// `Conflict` that says to cancel it first.
+    /// Closes a task (a human is done with it); a running task is taken from its worker.
     async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
         let id = parse_id(id.as_str())?;
-        self.db
-            .call(move |_, conn| {
-                change_status(conn, id, "closing a task", |status, tx, now| {
-                    if status == Status::Running {
-                        return Err(Error::conflict(format!(
-                            "task {id} is running; cancel it first with `bg-run cancel {id}`, or wait until it finishes"
-                        )));
-                    }
-                    tx.execute(
-                        "UPDATE tasks SET status = 'closed', lease_token = NULL, lease_until = NULL, updated_at = ?2 \
-                         WHERE id = ?1",
-                        [id, now],
-                    )
-                    .ctx("closing a task")?;
-                    Ok(())
-                })
-            })
-            .await
+        self.db.call(move |_, conn| change_sync(conn, id, Change::Close)).await
     }
 
-    /// Makes a finished, failed, closed or cancelled task (or one waiting for a retry) eligible
-    /// now, with its attempt count reset. Its history is kept.
+    /// Makes a task that is not running eligible now, with its attempt count reset. Its history
+    /// is kept.
     async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
         let id = parse_id(id.as_str())?;
-        self.db
-            .call(move |_, conn| {
-                change_status(conn, id, "retrying a task", |status, tx, now| {
-                    if status == Status::Running {
-                        return Err(Error::conflict(format!(
-                            "task {id} is running; cancel it first with `bg-run cancel {id}`, or wait until it finishes"
-                        )));
-                    }
-                    tx.execute(
-                        "UPDATE tasks SET status = 'pending', attempts = 0, run_at = ?2, claimed_by = NULL, \
-                         lease_token = NULL, lease_until = NULL, updated_at = ?2 WHERE id = ?1",
-                        [id, now],
-                    )
-                    .ctx("retrying a task")?;
-                    Ok(())
-                })
-            })
-            .await
+        self.db.call(move |_, conn| change_sync(conn, id, Change::Retry)).await
     }
 
     /// Cancels a pending or running task. A running task's worker learns of it at its next
-    /// heartbeat (which then fails with a conflict) and stops the agent. Cancelling a cancelled
-    /// task changes nothing and answers it.
+    /// heartbeat (which then fails with a conflict) and stops the agent.
     async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
         let id = parse_id(id.as_str())?;
-        self.db
-            .call(move |_, conn| {
-                change_status(conn, id, "cancelling a task", |status, tx, now| {
-                    match status {
-                        Status::Cancelled => return Ok(()),
-                        Status::Pending => {}
-                        Status::Running => {
-                            tx.execute(
-                                "INSERT INTO attempts (task_id, number, started_at, finished_at, outcome, message, worker) \
-                                 SELECT id, attempts, claimed_at, ?2, ?3, ?4, claimed_by FROM tasks WHERE id = ?1",
-                                rusqlite::params![
-                                    id,
-                                    now,
-                                    Named(AttemptOutcome::Cancelled),
-                                    "cancelled by a human while the agent ran"
-                                ],
-                            )
-                            .ctx("cancelling a task")?;
-                        }
-                        other => {
-                            return Err(Error::conflict(format!(
-                                "task {id} is {other}; only pending or running tasks can be cancelled (close it with `bg-run close {id}`)"
-                            )))
-                        }
-                    }
-                    tx.execute(
-                        "UPDATE tasks SET status = 'cancelled', lease_token = NULL, lease_until = NULL, updated_at = ?2 \
-                         WHERE id = ?1",
-                        [id, now],
-                    )
-                    .ctx("cancelling a task")?;
-                    Ok(())
-                })
-            })
-            .await
+        self.db.call(move |_, conn| change_sync(conn, id, Change::Cancel)).await
     }
 }

@@ -1,4 +1,5 @@
-//! The shared conformance suite, run against the embedded queue.
+//! The shared conformance suites, run against the embedded queue: the queue suite, and the store
+//! suite (the `TaskStore` contract) in `store`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use bg_run_core::{NewTask, TaskId, TaskQueue};
 use bg_run_sqlite::{SqliteOptions, SqliteQueue, Status, TaskStore};
 use bg_run_testkit::conformance::{Fault, Harness, Observed, ObservedState};
+use bg_run_testkit::store_conformance::StoreHarness;
 use tempfile::TempDir;
 
 struct SqliteHarness {
@@ -83,4 +85,14 @@ impl Harness for SqliteHarness {
     }
 }
 
+impl StoreHarness for SqliteHarness {
+    fn store(&self) -> Arc<dyn TaskStore> {
+        self.queue.clone()
+    }
+}
+
 bg_run_testkit::conformance_tests!(harness());
+
+mod store {
+    bg_run_testkit::store_conformance_tests!(crate::harness());
+}

@@ -54,6 +54,6 @@ async fn eight_agents_drain_thousands_of_tasks_each_exactly_once() {
         assert_eq!(task.status, Status::Review, "task {} is {}", task.id, task.status);
         assert_eq!(task.attempts, 1, "task {} took {} attempts", task.id, task.attempts);
         assert_eq!(task.summary.as_deref(), Some(format!("did {}", task.title).as_str()));
-        assert_eq!(task.history.len(), 1);
+        assert_eq!(queue.get(&task.task_id()).await.expect("get").history.len(), 1, "task {}", task.id);
     }
 }

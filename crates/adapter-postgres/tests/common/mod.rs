@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bg_run_core::{NewTask, TaskId, TaskQueue};
 use bg_run_postgres::{PostgresOptions, PostgresQueue, Status, TableMapping, TaskStore};
 use bg_run_testkit::conformance::{Fault, Harness, Observed, ObservedState};
+use bg_run_testkit::store_conformance::StoreHarness;
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
 
@@ -129,6 +130,12 @@ impl PgHarness {
         let db = TestDb::required().await;
         let queue = Arc::new(db.connect(batch).await);
         PgHarness { db, queue, batch }
+    }
+}
+
+impl StoreHarness for PgHarness {
+    fn store(&self) -> Arc<dyn TaskStore> {
+        self.queue.clone()
     }
 }
 
