@@ -63,15 +63,15 @@ pub enum Command {
     Run(RunArgs),
     /// Add a task to the embedded (or PostgreSQL) queue
     Add(AddArgs),
-    /// List tasks
+    /// List the tasks of one queue (the default one, or --queue-name), oldest first
     Tasks(TasksArgs),
     /// Show one task with its history
     Show(IdArgs),
-    /// Close a task after review (it is never picked up again)
+    /// Close a task you are done with: it is never picked up again, and a running agent on it is stopped
     Close(IdArgs),
-    /// Put a failed, reviewed or closed task back in the queue with fresh attempts
+    /// Put a task that is not running back in the queue with fresh attempts
     Retry(IdArgs),
-    /// Cancel a task; a running agent on it is stopped
+    /// Cancel a pending or running task; a running agent on it is stopped
     Cancel(IdArgs),
     /// Measure throughput and pickup latency of a queue with a no-op or command agent
     Bench(BenchArgs),

@@ -120,3 +120,14 @@ fn an_empty_title_is_rejected() {
     assert!(err.contains("title"), "{err}");
     tasks_untouched(&sb);
 }
+
+#[test]
+fn a_change_the_status_does_not_allow_says_what_to_do_instead() {
+    let sb = Sandbox::new();
+    let id = sb.add("Review me", &[]).to_string();
+    sb.ok(&["--once", "--", "echo", "ok"]);
+    let err = fails(&sb, &["cancel", &id]);
+    assert!(err.contains(&format!("task {id} is review")) && err.contains(&format!("`bg-run close {id}`")), "{err}");
+    assert!(sb.ok(&["close", &id]).contains("closed"));
+    assert!(sb.ok(&["close", &id]).contains("closed"), "closing a closed task is fine");
+}

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{pid_alive, signal, status, stderr, wait_exit, Sandbox};
+use serde_json::Value;
 
 #[test]
 fn a_successful_agent_leaves_the_task_in_review_with_its_summary() {
@@ -201,4 +202,18 @@ command = ["echo", "fixer did {title}"]
     sb.ok(&["run", "--once"]);
     assert_eq!(sb.task(docs)["summary"], "writer did docs task");
     assert_eq!(sb.task(bug)["summary"], "fixer did bug task");
+}
+
+#[test]
+fn tasks_lists_one_queue_and_show_finds_any() {
+    let sb = Sandbox::new();
+    let docs = sb.add("docs task", &["--queue-name", "docs"]);
+    let bug = sb.add("bug task", &[]);
+    let ids = |args: &[&str]| -> Vec<u64> {
+        let listed: Value = serde_json::from_str(&sb.ok(args)).expect("json");
+        listed.as_array().expect("an array").iter().map(|t| t["id"].as_u64().expect("id")).collect()
+    };
+    assert_eq!(ids(&["tasks", "--json"]), [bug], "the default queue only");
+    assert_eq!(ids(&["tasks", "--json", "--queue-name", "docs"]), [docs]);
+    assert_eq!(sb.task(docs)["queue"], "docs", "show finds a task of any queue");
 }
