@@ -28,6 +28,14 @@ const CHECK_EVERY: Duration = Duration::from_millis(10);
 #[cfg(target_os = "linux")]
 const SLOW_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// A commit's last write to the WAL file comes just before it becomes visible (SQLite then marks
+/// it in the shared-memory index, which sends no event), so a check right after the event can
+/// miss it: a few quick checks follow every event.
+#[cfg(target_os = "linux")]
+const FOLLOW_UP_AFTER: Duration = Duration::from_millis(2);
+#[cfg(target_os = "linux")]
+const FOLLOW_UPS: u32 = 3;
+
 fn data_version(conn: &Connection) -> bg_run_core::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
@@ -129,16 +137,24 @@ async fn wait_for_writes(db: &Arc<Db>, deadline: Instant, mut writes: tokio::syn
         }
     };
     let mut events_alive = true;
+    let mut follow_ups = 0;
     loop {
         let now = Instant::now();
         if now >= wake_at {
             return;
         }
         // Without events (the reader stopped), the fast timer finds every commit.
-        let check_at = wake_at.min(now + if events_alive { SLOW_CHECK_EVERY } else { CHECK_EVERY });
+        let next = match (events_alive, follow_ups) {
+            (false, _) => CHECK_EVERY,
+            (true, 0) => SLOW_CHECK_EVERY,
+            (true, _) => FOLLOW_UP_AFTER,
+        };
         tokio::select! {
-            changed = writes.changed(), if events_alive => events_alive = changed.is_ok(),
-            _ = tokio::time::sleep_until(check_at.into()) => {}
+            changed = writes.changed(), if events_alive => {
+                events_alive = changed.is_ok();
+                follow_ups = FOLLOW_UPS;
+            }
+            _ = tokio::time::sleep_until(wake_at.min(now + next).into()) => follow_ups = follow_ups.saturating_sub(1),
         }
         match db.watch(|_, conn| data_version(&lock(conn))).await {
             Ok(version) if version == baseline => {}
