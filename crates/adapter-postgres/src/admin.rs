@@ -130,10 +130,7 @@ impl AdminSql {
 /// The row id behind a task id as `bg-run tasks` prints it; anything else is a `Config` error
 /// that names it.
 pub(crate) fn parse_id(id: &TaskId) -> Result<i64> {
-    id.as_str()
-        .trim()
-        .parse()
-        .map_err(|_| Error::config(format!("'{id}' is not a task id: ids are numbers, as `bg-run tasks` lists them")))
+    id.row_number()
 }
 
 fn check_text(what: &str, text: &str) -> Result<()> {

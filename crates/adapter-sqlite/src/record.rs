@@ -155,10 +155,5 @@ pub(crate) fn task(row: &Row<'_>) -> rusqlite::Result<Task> {
 
 /// Parses a task id as users type it (`42` or `#42`).
 pub(crate) fn parse_id(id: &str) -> bg_run_core::Result<i64> {
-    let digits = id.trim().trim_start_matches('#');
-    digits
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| bg_run_core::Error::config(format!("task id must be a positive number like 42, got '{id}'")))
+    bg_run_core::TaskId::new(id).row_number()
 }

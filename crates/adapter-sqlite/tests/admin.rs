@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use bg_run_core::{Error, NewTask, TaskId, TaskQueue};
+use bg_run_core::{Error, NewTask, TaskQueue};
 use bg_run_sqlite::TaskStore;
 use common::{add, claim_one, claimant, TempDb};
 
@@ -27,21 +27,6 @@ async fn invalid_tasks_are_refused_and_nothing_of_the_batch_is_added() {
         assert!(matches!(error, Error::Config(_)), "{title:?}: {error:?}");
     }
     assert!(queue.list(None).await.expect("list").is_empty(), "a refused batch adds nothing");
-}
-
-/// Ids as `bg-run tasks` prints them, also as `#42`; zero and negative numbers are no ids.
-#[tokio::test]
-async fn ids_may_start_with_a_hash_and_must_be_positive() {
-    let db = TempDb::new();
-    let queue = db.open().await;
-    let id = add(&queue, "exists").await;
-    assert_eq!(queue.get(&TaskId::new(format!("#{id}"))).await.expect("get with #").title, "exists");
-    for bad in ["abc", "", "-3", "0", "1.5"] {
-        match queue.get(&TaskId::new(bad)).await {
-            Err(Error::Config(message)) => assert!(message.contains("must be a positive number"), "{message}"),
-            other => panic!("get({bad:?}): {other:?}"),
-        }
-    }
 }
 
 /// Why a worker lost its claim, in the words its log shows.

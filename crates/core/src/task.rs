@@ -19,6 +19,18 @@ impl TaskId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The row number behind the id of a task in a store bg-run owns, read as people type it:
+    /// `42`, ` 42 ` or `#42`. Anything else (zero and negative numbers too) is a `Config` error
+    /// that names the id.
+    pub fn row_number(&self) -> crate::Result<i64> {
+        self.0.trim().trim_start_matches('#').parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            crate::Error::config(format!(
+                "'{}' is not a task id: ids are positive numbers such as 42, as `bg-run tasks` lists them",
+                self.0
+            ))
+        })
+    }
 }
 
 impl fmt::Display for TaskId {

@@ -369,11 +369,12 @@ pub async fn an_unknown_id_is_not_found(h: &dyn StoreHarness) {
     }
 }
 
-/// An id the store cannot read is a `Config` error that names it, for every method.
+/// An id the store cannot read is a `Config` error that names it, for every method; `#42` and
+/// ` 42 ` are read as 42.
 pub async fn a_malformed_id_is_a_config_error_naming_it(h: &dyn StoreHarness) {
     let store = h.store();
     let id = add(&*store, NewTask::new("exists")).await;
-    for bad in ["abc", "1.5", "", "twelve"] {
+    for bad in ["abc", "1.5", "", "twelve", "0", "-3", "#"] {
         let bad_id = TaskId::new(bad);
         let mut results = vec![("get", store.get(&bad_id).await)];
         for op in [Op::Close, Op::Retry, Op::Cancel] {
@@ -387,6 +388,8 @@ pub async fn a_malformed_id_is_a_config_error_naming_it(h: &dyn StoreHarness) {
         }
     }
     assert_eq!(get(&*store, &id).await.status, Status::Pending, "nothing changed");
+    let typed = TaskId::new(format!(" #{id} "));
+    assert_eq!(store.get(&typed).await.map(|t| t.title).ok().as_deref(), Some("exists"), "ids as people type them");
 }
 
 /// `close` takes a task of any status to closed (a running one from its worker); closing a
