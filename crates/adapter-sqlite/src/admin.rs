@@ -106,7 +106,7 @@ fn change_sync(conn: &Connection, id: i64, change: Change) -> Result<TaskRecord>
     let sql = match to {
         // A retried task starts over with fresh attempts and is eligible at once.
         Status::Pending => {
-            "UPDATE tasks SET status = ?3, attempts = 0, run_at = ?2, claimed_by = NULL, lease_token = NULL, \
+            "UPDATE tasks SET status = ?3, attempts = 0, run_at = ?2, lease_token = NULL, \
              lease_until = NULL, updated_at = ?2 WHERE id = ?1"
         }
         _ => "UPDATE tasks SET status = ?3, lease_token = NULL, lease_until = NULL, updated_at = ?2 WHERE id = ?1",

@@ -239,11 +239,10 @@ const FAIL: &str = "UPDATE tasks SET status = :status, run_at = coalesce(:run_at
      exit_code = :exit_code, duration_ms = :duration_ms, turns = :turns, tokens = :tokens, \
      session_id = coalesce(:session_id, session_id), \
      cost_usd = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END, \
-     claimed_by = CASE WHEN :status = 'pending' THEN NULL ELSE claimed_by END, \
      lease_token = NULL, lease_until = NULL, updated_at = :now \
      WHERE id = :id AND lease_token = :token AND status = 'running'";
 
-const RELEASE: &str = "UPDATE tasks SET status = 'pending', attempts = max(attempts - 1, 0), claimed_by = NULL, \
+const RELEASE: &str = "UPDATE tasks SET status = 'pending', attempts = max(attempts - 1, 0), \
      lease_token = NULL, lease_until = NULL, updated_at = :now \
      WHERE id = :id AND lease_token = :token AND status = 'running'";
 

@@ -127,7 +127,7 @@ async fn complete_and_fail_store_what_the_agent_reported() {
     assert!(error.starts_with("exit code 2: tests failed"), "{error}");
     assert!(error.contains("assertion failed: left == right"), "the stderr tail is kept: {error}");
     assert_eq!(record.exit_code, Some(2));
-    assert_eq!(record.claimed_by, None, "a task waiting for a retry is nobody's");
+    assert_eq!(record.claimed_by.as_deref(), Some("w"), "the worker that last held it");
 
     let second = claim_one(&queue, &me).await;
     assert_eq!(second.task.last_session_id.as_deref(), Some("session-1"), "the retry can resume the session");

@@ -451,6 +451,8 @@ pub async fn retry_resets_attempts_and_keeps_history(h: &dyn StoreHarness) {
     let id = add(store, NewTask { max_attempts: Some(2), ..NewTask::new("stubborn") }).await;
     let first = claim(store, &id).await;
     must(store.fail(&first, &failure("broke once", RetryDecision::RetryAt(Utc::now()))).await, "fail");
+    let waiting = get(store, &id).await;
+    assert_eq!(waiting.claimed_by.as_deref(), Some(WORKER), "the record names the worker that last held it");
     let second = claim(store, &id).await;
     must(store.fail(&second, &failure("broke twice", RetryDecision::GiveUp)).await, "give up");
     let failed = get(store, &id).await;
@@ -458,6 +460,7 @@ pub async fn retry_resets_attempts_and_keeps_history(h: &dyn StoreHarness) {
 
     let retried = must(store.retry(&id).await, "retry");
     assert_eq!((retried.status, retried.attempts), (Status::Pending, 0));
+    assert_eq!(retried.claimed_by.as_deref(), Some(WORKER), "a retry keeps who last held it");
     assert!(retried.run_at <= Utc::now(), "a retried task is eligible at once");
     assert_eq!(retried.history, failed.history, "retry keeps the history");
     let again = claim(store, &id).await;
