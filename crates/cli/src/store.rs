@@ -49,6 +49,33 @@ async fn open_store(
     }
 }
 
+/// The flags that name this store on a command line (empty for the default SQLite file), for
+/// messages that suggest a command.
+pub fn location_flags(args: &StoreArgs) -> String {
+    let mut flags = String::new();
+    let mut add = |flag: &str, value: &str| {
+        let plain = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c));
+        flags.push_str(&if plain {
+            format!(" {flag} {value}")
+        } else {
+            format!(" {flag} '{}'", value.replace('\'', "'\\''"))
+        });
+    };
+    if args.queue != "sqlite" {
+        add("--queue", &args.queue);
+    }
+    if let Some(db) = &args.opts.db {
+        add("--db", &db.to_string_lossy());
+    }
+    if let Some(name) = &args.opts.queue_name {
+        add("--queue-name", name);
+    }
+    if let Some(schema) = &args.opts.pg_schema {
+        add("--pg-schema", schema);
+    }
+    flags
+}
+
 /// The `--status` filter of `bg-run tasks`.
 pub fn parse_status(text: &str) -> Result<Status, CliError> {
     text.parse::<Status>().map_err(|e| CliError::config(format!("--status: {e}")))

@@ -275,3 +275,32 @@ async fn workers_recover_from_a_postgres_restart_and_finish_every_task() {
     drop(cluster);
     assert_eq!(count_status(&tasks, "review"), 300, "every task reached review");
 }
+
+/// A change the task's status refuses names the command to run instead, for the same store.
+#[test]
+fn a_refused_change_suggests_the_command_for_the_same_store() {
+    let url = database_url();
+    if !reachable(&url) {
+        return;
+    }
+    let schema = unique_schema("bg_run_cli_hint");
+    let sb = Sandbox::new();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--queue", "postgres", "--pg-schema", &schema]);
+        sb.cmd(&all).env("DATABASE_URL", &url).output().unwrap()
+    };
+    assert!(run(&["add", "Review me"]).status.success());
+    let worked = sb
+        .cmd(&["--once", "--queue", "postgres", "--pg-schema", &schema, "--", "echo", "ok"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(worked.status.success(), "{}", String::from_utf8_lossy(&worked.stderr));
+    let refused = run(&["cancel", "1"]);
+    let err = String::from_utf8_lossy(&refused.stderr).to_string();
+    drop_schema(&url, &schema);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("task 1 is review") && err.contains("close it instead"), "{err}");
+    assert!(err.contains(&format!("`bg-run close 1 --queue postgres --pg-schema {schema}`")), "{err}");
+}

@@ -258,12 +258,8 @@ impl Change {
     /// do instead when the change is refused.
     pub fn decide(self, id: impl fmt::Display, from: Status) -> Result<Effect> {
         let instead = match (self.effect(from), self) {
-            (Effect::Refused, Change::Retry) => {
-                format!("cancel it first with `bg-run cancel {id}`, or wait until it finishes")
-            }
-            (Effect::Refused, _) => {
-                format!("only pending or running tasks can be cancelled; close it with `bg-run close {id}` instead")
-            }
+            (Effect::Refused, Change::Retry) => "cancel it first, or wait until it finishes",
+            (Effect::Refused, _) => "only pending or running tasks can be cancelled; close it instead",
             (effect, _) => return Ok(effect),
         };
         Err(Error::conflict(format!("task {id} is {from}: {instead}")))
@@ -358,9 +354,9 @@ mod tests {
     fn refused_changes_say_the_status_and_what_to_do_instead() {
         let refusal = |change: Change, from| change.decide(7, from).err().map(|e| e.to_string()).unwrap_or_default();
         let busy = refusal(Change::Retry, Status::Running);
-        assert!(busy.contains("task 7 is running") && busy.contains("`bg-run cancel 7`"), "{busy}");
+        assert!(busy.contains("task 7 is running") && busy.contains("cancel it first"), "{busy}");
         let finished = refusal(Change::Cancel, Status::Review);
-        assert!(finished.contains("task 7 is review") && finished.contains("`bg-run close 7`"), "{finished}");
+        assert!(finished.contains("task 7 is review") && finished.contains("close it instead"), "{finished}");
         assert_eq!(Change::Cancel.decide(7, Status::Cancelled).ok(), Some(Effect::Unchanged));
         let from: Vec<Status> = Change::Cancel.changes_from().collect();
         assert_eq!(from, [Status::Pending, Status::Running]);

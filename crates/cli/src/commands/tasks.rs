@@ -111,29 +111,44 @@ pub async fn show(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliEr
 }
 
 pub async fn close(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "closed", |store, id| store.close(id)).await
+    change(args, config_path, "closed", None, |store, id| store.close(id)).await
 }
 
 pub async fn retry(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "queued again", |store, id| store.retry(id)).await
+    change(args, config_path, "queued again", Some("cancel"), |store, id| store.retry(id)).await
 }
 
 pub async fn cancel(args: IdArgs, config_path: Option<&Path>) -> Result<i32, CliError> {
-    change(args, config_path, "cancelled", |store, id| store.cancel(id)).await
+    change(args, config_path, "cancelled", Some("close"), |store, id| store.cancel(id)).await
 }
 
 /// A [`TaskStore`] change as its `async_trait` method returns it.
 type Change<'a> = Pin<Box<dyn Future<Output = bg_run_core::Result<TaskRecord>> + Send + 'a>>;
 
+/// Runs one change. When the task's status refuses it, the store says what to do instead; the
+/// error then ends with that command, for the same store (`instead`).
 async fn change(
     args: IdArgs,
     config_path: Option<&Path>,
     done: &str,
+    instead: Option<&str>,
     op: for<'a> fn(&'a dyn TaskStore, &'a TaskId) -> Change<'a>,
 ) -> Result<i32, CliError> {
     let (file, _) = config::load(config_path)?;
     let store = store::open(&args.store, &file, false).await?;
-    let task = op(&*store, &TaskId::new(args.id)).await?;
+    let task = match (op(&*store, &TaskId::new(args.id.trim())).await, instead) {
+        (Ok(task), _) => task,
+        (Err(refused @ bg_run_core::Error::Conflict { .. }), Some(command)) => {
+            let mut error = CliError::from(refused);
+            error.message.push_str(&format!(
+                " (`bg-run {command} {}{}`)",
+                args.id.trim(),
+                store::location_flags(&args.store)
+            ));
+            return Err(error);
+        }
+        (Err(error), _) => return Err(error.into()),
+    };
     if args.json {
         print_json(&task)?;
     } else {
