@@ -41,6 +41,7 @@ pub(crate) struct Db {
     /// behind writes.
     watcher: Arc<Mutex<Connection>>,
     /// Writes to the database's files, watched from the first wait on (see `watch.rs`).
+    #[cfg(target_os = "linux")]
     pub(crate) file_writes: std::sync::OnceLock<Option<crate::watch::FileWrites>>,
 }
 
@@ -74,7 +75,13 @@ impl Db {
             .name("bg-run-sqlite".to_owned())
             .spawn(move || write_loop(&writer_shared, &conn, &queued, &checkpoints))
             .map_err(|e| Error::backend(ADAPTER, format!("cannot start the database thread: {e}"), false))?;
-        Ok(Db { shared, jobs, watcher: Arc::new(Mutex::new(watcher)), file_writes: std::sync::OnceLock::new() })
+        Ok(Db {
+            shared,
+            jobs,
+            watcher: Arc::new(Mutex::new(watcher)),
+            #[cfg(target_os = "linux")]
+            file_writes: std::sync::OnceLock::new(),
+        })
     }
 
     /// Runs `f` on the writer thread inside a write transaction (shared with other queued

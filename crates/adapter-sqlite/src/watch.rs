@@ -89,11 +89,13 @@ pub(crate) async fn wait_for_work(db: &Arc<Db>, timeout: Duration) {
 /// folder they are in. One per open database, for as long as it is open: closing an inotify
 /// instance waits for the kernel to retire it (milliseconds), which would land on every wake-up
 /// if each wait had its own.
+#[cfg(target_os = "linux")]
 pub(crate) struct FileWrites {
     count: tokio::sync::watch::Receiver<u64>,
     reader: tokio::task::AbortHandle,
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for FileWrites {
     fn drop(&mut self) {
         self.reader.abort();
