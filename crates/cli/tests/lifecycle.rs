@@ -217,3 +217,54 @@ fn tasks_lists_one_queue_and_show_finds_any() {
     assert_eq!(ids(&["tasks", "--json", "--queue-name", "docs"]), [docs]);
     assert_eq!(sb.task(docs)["queue"], "docs", "show finds a task of any queue");
 }
+
+/// A human closing or cancelling a task while its agent runs takes it from the worker: the agent
+/// is stopped at the next heartbeat, the task keeps the human's status, and the interrupted
+/// attempt is in its history. The worker carries on with other work.
+#[test]
+fn closing_or_cancelling_a_running_task_stops_its_agent() {
+    let sb = Sandbox::new();
+    let closed = sb.add("Close me while I run", &[]);
+    let cancelled = sb.add("Cancel me while I run", &[]);
+    let pids = sb.file("agents.pid");
+    let script = format!("echo $$ >> {}; sleep 300", pids.display());
+    let mut worker = sb.spawn(&[
+        "--watch",
+        "-j",
+        "2",
+        "--lease",
+        "900ms",
+        "--poll-interval",
+        "100ms",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    for id in [closed, cancelled] {
+        sb.wait_for(id, Duration::from_secs(20), |t| status(t) == "running");
+    }
+    sb.ok(&["close", &closed.to_string()]);
+    sb.ok(&["cancel", &cancelled.to_string()]);
+    let agents: Vec<i32> = std::fs::read_to_string(&pids).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while agents.iter().any(|&pid| pid_alive(pid)) {
+        assert!(std::time::Instant::now() < deadline, "an agent survived its task being taken away: {agents:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let later = sb.add("Next task", &[]);
+    sb.wait_for(later, Duration::from_secs(20), |t| status(t) == "running");
+    signal(&worker, 15);
+    wait_exit(&mut worker, Duration::from_secs(20)).expect("the worker exits on SIGTERM");
+
+    for (id, expected) in [(closed, "closed"), (cancelled, "cancelled")] {
+        let task = sb.task(id);
+        assert_eq!(status(&task), expected, "{task}");
+        let outcomes: Vec<&str> =
+            task["history"].as_array().unwrap().iter().filter_map(|a| a["outcome"].as_str()).collect();
+        assert_eq!(outcomes, ["cancelled"], "the interrupted attempt is recorded: {task}");
+    }
+}
