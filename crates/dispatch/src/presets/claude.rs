@@ -15,7 +15,7 @@ use bg_run_core::{async_trait, DispatchContext, Dispatcher, FailureKind, Outcome
 use serde_json::Value;
 
 use super::json::{parse_object, str_field, u32_field, u64_field};
-use super::options::{Opt, PresetOptions};
+use super::options::{Opt, PermissionSwitches, PresetOptions};
 use super::run::{no_result_reason, one_line, tool_line, Common, OutputParser};
 use crate::capture::Stream;
 use crate::process::ProcessResult;
@@ -37,6 +37,13 @@ const TAKES: &[Opt] = &[
 const PERMISSION_MODES: &[&str] = &["acceptEdits", "auto", "bypassPermissions", "dontAsk", "manual", "plan"];
 const BYPASS_MODE: &str = "bypassPermissions";
 const BYPASS_FLAGS: &[&str] = &["--dangerously-skip-permissions", "--allow-dangerously-skip-permissions"];
+const PERMISSIONS: PermissionSwitches<'static> = PermissionSwitches {
+    option: "permission_mode",
+    modes: PERMISSION_MODES,
+    open_mode: BYPASS_MODE,
+    mode_flags: &["--permission-mode"],
+    open_flags: BYPASS_FLAGS,
+};
 
 /// Runs Claude Code headless on a task. See the module documentation for how a run is judged.
 #[derive(Debug)]
@@ -50,18 +57,7 @@ pub struct ClaudeDispatcher {
 impl ClaudeDispatcher {
     pub fn new(options: PresetOptions) -> Result<Self> {
         options.check(NAME, TAKES)?;
-        if let Some(mode) = &options.permission_mode {
-            PresetOptions::one_of(NAME, "permission_mode", mode, PERMISSION_MODES)?;
-            if mode == BYPASS_MODE {
-                options.require_bypass(NAME, "permission_mode = \"bypassPermissions\"")?;
-            }
-        }
-        if let Some(flag) = options.extra_flag(BYPASS_FLAGS) {
-            options.require_bypass(NAME, &format!("extra argument {flag}"))?;
-        }
-        if options.extra_value("--permission-mode") == Some(BYPASS_MODE) {
-            options.require_bypass(NAME, "extra argument --permission-mode bypassPermissions")?;
-        }
+        options.guard_permissions(NAME, options.permission_mode.as_deref(), &PERMISSIONS)?;
 
         let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"].map(String::from).into();
         if let Some(model) = &options.model {

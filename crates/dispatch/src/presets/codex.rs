@@ -17,7 +17,7 @@ use bg_run_core::{async_trait, DispatchContext, Dispatcher, FailureKind, Outcome
 use serde_json::Value;
 
 use super::json::{parse_object, str_field, u64_field};
-use super::options::{Opt, PresetOptions};
+use super::options::{Opt, PermissionSwitches, PresetOptions};
 use super::run::{no_result_reason, one_line, Common, OutputParser};
 use crate::capture::Stream;
 use crate::process::ProcessResult;
@@ -31,6 +31,13 @@ const SANDBOXES: &[&str] = &["read-only", "workspace-write", "danger-full-access
 const DEFAULT_SANDBOX: &str = "workspace-write";
 const OPEN_SANDBOX: &str = "danger-full-access";
 const BYPASS_FLAGS: &[&str] = &["--dangerously-bypass-approvals-and-sandbox", "--yolo"];
+const PERMISSIONS: PermissionSwitches<'static> = PermissionSwitches {
+    option: "sandbox",
+    modes: SANDBOXES,
+    open_mode: OPEN_SANDBOX,
+    mode_flags: &["--sandbox", "-s"],
+    open_flags: BYPASS_FLAGS,
+};
 
 /// Runs Codex headless on a task. See the module documentation for how a run is judged.
 #[derive(Debug)]
@@ -47,18 +54,7 @@ pub struct CodexDispatcher {
 impl CodexDispatcher {
     pub fn new(options: PresetOptions) -> Result<Self> {
         options.check(NAME, TAKES)?;
-        if let Some(sandbox) = &options.sandbox {
-            PresetOptions::one_of(NAME, "sandbox", sandbox, SANDBOXES)?;
-            if sandbox == OPEN_SANDBOX {
-                options.require_bypass(NAME, "sandbox = \"danger-full-access\"")?;
-            }
-        }
-        if let Some(flag) = options.extra_flag(BYPASS_FLAGS) {
-            options.require_bypass(NAME, &format!("extra argument {flag}"))?;
-        }
-        if options.extra_value("--sandbox") == Some(OPEN_SANDBOX) || options.extra_value("-s") == Some(OPEN_SANDBOX) {
-            options.require_bypass(NAME, "extra argument --sandbox danger-full-access")?;
-        }
+        options.guard_permissions(NAME, options.sandbox.as_deref(), &PERMISSIONS)?;
         for entry in &options.config_overrides {
             let Some((key, value)) = entry.split_once('=') else {
                 return Err(bg_run_core::Error::config(format!(

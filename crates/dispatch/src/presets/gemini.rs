@@ -16,7 +16,7 @@ use bg_run_core::{async_trait, DispatchContext, Dispatcher, FailureKind, Outcome
 use serde_json::Value;
 
 use super::json::{last_document, str_field, u32_field, u64_field};
-use super::options::{Opt, PresetOptions};
+use super::options::{Opt, PermissionSwitches, PresetOptions};
 use super::run::{no_result_reason, Common, OutputParser};
 use crate::capture::Stream;
 use crate::process::ProcessResult;
@@ -29,6 +29,13 @@ const APPROVAL_MODES: &[&str] = &["default", "auto_edit", "yolo", "plan"];
 const DEFAULT_APPROVAL: &str = "default";
 const BYPASS_APPROVAL: &str = "yolo";
 const BYPASS_FLAGS: &[&str] = &["--yolo", "-y"];
+const PERMISSIONS: PermissionSwitches<'static> = PermissionSwitches {
+    option: "approval_mode",
+    modes: APPROVAL_MODES,
+    open_mode: BYPASS_APPROVAL,
+    mode_flags: &["--approval-mode"],
+    open_flags: BYPASS_FLAGS,
+};
 /// Exit codes of failures that the same invocation would hit again.
 const PERMANENT_EXIT_CODES: &[i32] = &[42, 52, 53];
 /// Most stdout kept for the final document; a response beyond it is reported as unreadable.
@@ -45,18 +52,7 @@ pub struct GeminiDispatcher {
 impl GeminiDispatcher {
     pub fn new(options: PresetOptions) -> Result<Self> {
         options.check(NAME, TAKES)?;
-        if let Some(mode) = &options.approval_mode {
-            PresetOptions::one_of(NAME, "approval_mode", mode, APPROVAL_MODES)?;
-            if mode == BYPASS_APPROVAL {
-                options.require_bypass(NAME, "approval_mode = \"yolo\"")?;
-            }
-        }
-        if let Some(flag) = options.extra_flag(BYPASS_FLAGS) {
-            options.require_bypass(NAME, &format!("extra argument {flag}"))?;
-        }
-        if options.extra_value("--approval-mode") == Some(BYPASS_APPROVAL) {
-            options.require_bypass(NAME, "extra argument --approval-mode yolo")?;
-        }
+        options.guard_permissions(NAME, options.approval_mode.as_deref(), &PERMISSIONS)?;
         // Passed even when it is the default, so a `defaultApprovalMode` in the user's settings
         // cannot loosen it.
         let approval = match (&options.approval_mode, options.bypass_permissions) {

@@ -229,6 +229,32 @@ impl PresetOptions {
         Ok(())
     }
 
+    /// Checks the agent CLI's permission mode (`mode`, the preset's own option) against
+    /// `switches`, and refuses every way of turning the permission checks off, as an option or as
+    /// an extra argument, unless `bypass_permissions` is set.
+    pub(crate) fn guard_permissions(
+        &self,
+        preset: &str,
+        mode: Option<&str>,
+        switches: &PermissionSwitches<'_>,
+    ) -> Result<()> {
+        let PermissionSwitches { option, modes, open_mode, mode_flags, open_flags } = *switches;
+        if let Some(mode) = mode {
+            Self::one_of(preset, option, mode, modes)?;
+            if mode == open_mode {
+                self.require_bypass(preset, &format!("{option} = \"{open_mode}\""))?;
+            }
+        }
+        if let Some(flag) = self.extra_flag(open_flags) {
+            self.require_bypass(preset, &format!("extra argument {flag}"))?;
+        }
+        if mode_flags.iter().any(|flag| self.extra_value(flag) == Some(open_mode)) {
+            let flag = mode_flags.first().copied().unwrap_or_default();
+            self.require_bypass(preset, &format!("extra argument {flag} {open_mode}"))?;
+        }
+        Ok(())
+    }
+
     /// Refuses `value` for `option` unless it is one of `known`.
     pub(crate) fn one_of(preset: &str, option: &str, value: &str, known: &[&str]) -> Result<()> {
         if known.contains(&value) {
@@ -311,4 +337,16 @@ mod tests {
         assert_eq!(options.extra_flag(&["--permission-mode"]), Some("--permission-mode"));
         assert_eq!(options.extra_flag(&["--yolo"]), None);
     }
+}
+
+/// How an agent CLI turns its permission checks off: a mode option (`option` in bg-run's config,
+/// `mode_flags` on the CLI's command line, the first being its name in messages) whose value
+/// `open_mode` does it, and switches (`open_flags`) that do it outright.
+#[derive(Clone, Copy)]
+pub(crate) struct PermissionSwitches<'a> {
+    pub option: &'a str,
+    pub modes: &'a [&'a str],
+    pub open_mode: &'a str,
+    pub mode_flags: &'a [&'a str],
+    pub open_flags: &'a [&'a str],
 }
