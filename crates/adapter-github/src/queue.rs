@@ -384,9 +384,6 @@ impl TaskQueue for GithubQueue {
                 task.body.chars().count()
             )));
         }
-        if let Some(label) = task.labels.iter().find(|l| l.trim().is_empty()) {
-            return Err(Error::config(format!("a label cannot be empty ('{label}')")));
-        }
         Ok(TaskId(self.core.open_issue(&task).await?.to_string()))
     }
 

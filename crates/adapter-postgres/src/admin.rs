@@ -174,7 +174,7 @@ pub(crate) async fn enqueue_many(
     let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
     for task in tasks {
-        let queue = task.queue.filter(|q| !q.trim().is_empty()).unwrap_or_else(|| default_queue.to_owned());
+        let queue = task.queue.unwrap_or_else(|| default_queue.to_owned());
         queues.push(queue);
         titles.push(task.title);
         bodies.push(task.body);

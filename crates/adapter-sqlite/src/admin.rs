@@ -15,20 +15,6 @@ const INSERT: &str = "INSERT INTO tasks \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
      ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING";
 
-fn check_new(task: &NewTask) -> Result<()> {
-    task.validate()?;
-    if task.queue.as_deref().is_some_and(|q| q.trim().is_empty()) {
-        return Err(Error::config("a task's queue name must not be empty"));
-    }
-    if task.labels.iter().any(|l| l.trim().is_empty()) {
-        return Err(Error::config("a task's labels must not be empty"));
-    }
-    if task.unique_key.as_deref().is_some_and(|k| k.is_empty()) {
-        return Err(Error::config("a task's unique key must not be empty"));
-    }
-    Ok(())
-}
-
 fn insert(db: &Shared, conn: &Connection, task: &NewTask, now: i64) -> Result<TaskId> {
     let queue = task.queue.as_deref().map(str::trim).unwrap_or(&db.queue);
     let run_at = task.run_at.map(to_ms).unwrap_or(now);
@@ -123,7 +109,7 @@ impl TaskStore for SqliteQueue {
     /// unique key already exists answers the existing id. Nothing is added if any task is invalid.
     async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>> {
         for task in &tasks {
-            check_new(task)?;
+            task.validate()?;
         }
         self.db
             .call(move |db, conn| {

@@ -144,6 +144,15 @@ impl NewTask {
         if self.max_attempts == Some(0) {
             return Err(crate::Error::config("max_attempts must be at least 1"));
         }
+        if self.queue.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return Err(crate::Error::config("a task's queue name must not be empty"));
+        }
+        if self.labels.iter().any(|l| l.trim().is_empty()) {
+            return Err(crate::Error::config("a task's labels must not be empty"));
+        }
+        if self.unique_key.as_deref().is_some_and(|k| k.is_empty()) {
+            return Err(crate::Error::config("a task's unique key must not be empty"));
+        }
         Ok(())
     }
 }

@@ -249,7 +249,13 @@ pub async fn unique_keys_answer_the_existing_task(h: &dyn StoreHarness) {
 /// An invalid task refuses the whole batch with a `Config` error.
 pub async fn an_invalid_task_adds_nothing_of_its_batch(h: &dyn StoreHarness) {
     let store = h.store();
-    for invalid in [NewTask::new("  "), NewTask { max_attempts: Some(0), ..NewTask::new("no attempts") }] {
+    for invalid in [
+        NewTask::new("  "),
+        NewTask { max_attempts: Some(0), ..NewTask::new("no attempts") },
+        NewTask { queue: Some(" ".into()), ..NewTask::new("blank queue") },
+        NewTask::new("blank label").label(" "),
+        NewTask { unique_key: Some(String::new()), ..NewTask::new("blank key") },
+    ] {
         let title = invalid.title.clone();
         let result = store.enqueue_many(vec![NewTask::new("fine"), invalid]).await;
         assert!(matches!(result, Err(Error::Config(_))), "{title:?}: {result:?}");
