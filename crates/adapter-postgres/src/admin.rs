@@ -127,12 +127,6 @@ impl AdminSql {
     }
 }
 
-/// The row id behind a task id as `bg-run tasks` prints it; anything else is a `Config` error
-/// that names it.
-pub(crate) fn parse_id(id: &TaskId) -> Result<i64> {
-    id.row_number()
-}
-
 fn check_text(what: &str, text: &str) -> Result<()> {
     if text.contains('\0') {
         return Err(Error::config(format!(

@@ -383,28 +383,28 @@ impl TaskStore for PostgresQueue {
     /// this id.
     async fn get(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("show")?;
-        admin::get(&self.inner.db, &self.inner.admin, admin::parse_id(id)?).await
+        admin::get(&self.inner.db, &self.inner.admin, id.row_number()?).await
     }
 
     /// Closes the task (a human is done with it). A running task's agent is stopped: its
     /// worker's next heartbeat finds the claim gone. Closing a closed task changes nothing.
     async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("close")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Close).await
+        admin::change(&self.inner.db, &self.inner.admin, id.row_number()?, Change::Close).await
     }
 
     /// Puts a finished, failed, closed or cancelled task back to pending with fresh attempts,
     /// eligible at once. `Conflict` while it is running.
     async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("retry")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Retry).await
+        admin::change(&self.inner.db, &self.inner.admin, id.row_number()?, Change::Retry).await
     }
 
     /// Cancels a pending or running task; a running task's agent is stopped at its worker's next
     /// heartbeat. Cancelling a cancelled task changes nothing; a finished one is a `Conflict`.
     async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
         self.own_table("cancel")?;
-        admin::change(&self.inner.db, &self.inner.admin, admin::parse_id(id)?, Change::Cancel).await
+        admin::change(&self.inner.db, &self.inner.admin, id.row_number()?, Change::Cancel).await
     }
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::db::Shared;
 use crate::error::Context;
 use crate::queue::SqliteQueue;
-use crate::record::{self, labels_json, now_ms, parse_id, to_ms, Named, ATTEMPT_COLUMNS, RECORD_COLUMNS};
+use crate::record::{self, labels_json, now_ms, to_ms, Named, ATTEMPT_COLUMNS, RECORD_COLUMNS};
 
 const INSERT: &str = "INSERT INTO tasks \
      (queue, title, body, labels, priority, max_attempts, unique_key, created_at, updated_at, run_at) \
@@ -136,27 +136,27 @@ impl TaskStore for SqliteQueue {
 
     /// One task with its history. `Error::NotFound` ("task 42 not found") when there is none.
     async fn get(&self, id: &TaskId) -> Result<TaskRecord> {
-        let id = parse_id(id.as_str())?;
+        let id = id.row_number()?;
         self.db.call(move |_, conn| get_sync(conn, id)).await
     }
 
     /// Closes a task (a human is done with it); a running task is taken from its worker.
     async fn close(&self, id: &TaskId) -> Result<TaskRecord> {
-        let id = parse_id(id.as_str())?;
+        let id = id.row_number()?;
         self.db.call(move |_, conn| change_sync(conn, id, Change::Close)).await
     }
 
     /// Makes a task that is not running eligible now, with its attempt count reset. Its history
     /// is kept.
     async fn retry(&self, id: &TaskId) -> Result<TaskRecord> {
-        let id = parse_id(id.as_str())?;
+        let id = id.row_number()?;
         self.db.call(move |_, conn| change_sync(conn, id, Change::Retry)).await
     }
 
     /// Cancels a pending or running task. A running task's worker learns of it at its next
     /// heartbeat (which then fails with a conflict) and stops the agent.
     async fn cancel(&self, id: &TaskId) -> Result<TaskRecord> {
-        let id = parse_id(id.as_str())?;
+        let id = id.row_number()?;
         self.db.call(move |_, conn| change_sync(conn, id, Change::Cancel)).await
     }
 }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::db::{run_blocking, Db, Shared};
 use crate::error::Context;
 use crate::options::SqliteOptions;
-use crate::record::{self, from_ms, now_ms, parse_id, to_ms, Named};
+use crate::record::{self, from_ms, now_ms, to_ms, Named};
 
 /// The embedded task queue: one SQLite file, shared safely by any number of worker processes.
 ///
@@ -108,7 +108,7 @@ fn claim_batch_sync(db: &Shared, conn: &Connection, max: usize, claimant: &Claim
     let mut stmt = conn.prepare_cached(&db.sql.claim_row).ctx("claiming tasks")?;
     let mut claims = Vec::with_capacity(chosen.len());
     for mut task in chosen {
-        let id = parse_id(task.id.as_str())?;
+        let id = task.id.row_number()?;
         let token = new_token();
         stmt.execute(
             &[
@@ -191,7 +191,7 @@ struct Held {
 impl Held {
     fn of(claim: &Claim) -> Result<Held> {
         Ok(Held {
-            id: parse_id(claim.task.id.as_str())?,
+            id: claim.task.id.row_number()?,
             token: claim.token.clone(),
             attempt: claim.attempt,
             worker: claim.claimant.worker_id.clone(),
@@ -311,7 +311,7 @@ impl TaskQueue for SqliteQueue {
     }
 
     async fn claim(&self, task: &Task, claimant: &Claimant) -> Result<ClaimOutcome> {
-        let id = parse_id(task.id.as_str())?;
+        let id = task.id.row_number()?;
         let claimant = claimant.clone();
         self.db.call(move |db, conn| claim_one_sync(db, conn, id, &claimant)).await
     }

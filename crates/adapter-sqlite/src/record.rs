@@ -152,8 +152,3 @@ pub(crate) fn task(row: &Row<'_>) -> rusqlite::Result<Task> {
         meta,
     })
 }
-
-/// Parses a task id as users type it (`42` or `#42`).
-pub(crate) fn parse_id(id: &str) -> bg_run_core::Result<i64> {
-    bg_run_core::TaskId::new(id).row_number()
-}
